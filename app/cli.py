@@ -1,0 +1,177 @@
+"""The ``onceonly`` command: serve, migrate, seed, and the operator's other tools.
+
+A user mistake (bad setting, unreachable database, port in use) ends with one line on
+standard error and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import os
+import socket
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from app.db import DatabaseError, close_database, open_database
+from app.keyfiles import KeyFileError
+from app.settings import Settings, SettingsError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CommandError(Exception):
+    """A command failed for a reason the user can act on; the message says which."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onceonly",
+        description="Onceonly: once-only consent and data-use transparency.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="serve the web application")
+    serve.add_argument("--host", help="address to listen on (default ONCEONLY_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default ONCEONLY_PORT)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    seed = commands.add_parser("seed", help="load reference or demo data")
+    seed.add_argument(
+        "--demo", action="store_true", help="also load demo residents and their activity"
+    )
+    seed.set_defaults(handler=_seed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ if environ is None else environ)
+        return args.handler(settings, args)
+    except (SettingsError, DatabaseError, KeyFileError, CommandError) as exc:
+        print(f"onceonly: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    return asyncio.run(coro_fn())
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from app.schema import apply_migrations
+
+    applied = run(lambda: apply_migrations(settings))
+    if applied:
+        for name in applied:
+            print(f"applied {name}")
+    else:
+        print("database is up to date")
+    return 0
+
+
+def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    from app.seed import seed_demo, seed_reference
+
+    async def go() -> dict[str, int]:
+        await open_database(settings, global_fallback=False)
+        try:
+            await _require_migrated()
+            counts = await seed_reference()
+            if args.demo:
+                counts.update(await seed_demo(settings))
+            return counts
+        finally:
+            await close_database()
+
+    counts = run(go)
+    print("seeded: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+async def _require_migrated() -> None:
+    from app.schema import pending_migrations
+
+    pending = await pending_migrations()
+    if pending:
+        raise CommandError(
+            f"the database is not migrated ({len(pending)} pending); run `onceonly migrate` first"
+        )
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    if not 0 < port < 65536:
+        raise CommandError(f"--port must be from 1 to 65535, not {port}")
+
+    async def check() -> None:
+        await open_database(settings, global_fallback=False)
+        try:
+            await _require_migrated()
+        finally:
+            await close_database()
+
+    run(check)
+    sock = _bind(host, port)
+    settings_env = {"ONCEONLY_HOST": host, "ONCEONLY_PORT": str(port)}
+    os.environ.update(settings_env)
+    config = uvicorn.Config(
+        "app.asgi:app",
+        log_level=settings.log_level,
+        workers=args.workers,
+        proxy_headers=True,
+        server_header=False,
+        lifespan="on",
+    )
+    print(f"Onceonly is serving on http://{_url_host(host)}:{port}/", flush=True)
+    if args.workers > 1:
+        config.fd = None
+        multiprocess_sock = sock
+        from uvicorn.supervisors import Multiprocess
+
+        server = uvicorn.Server(config)
+        Multiprocess(config, target=server.run, sockets=[multiprocess_sock]).run()
+    else:
+        uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise CommandError(f"cannot listen on {host}: unknown host") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CommandError(f"port {port} on {host} is already in use") from None
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+if __name__ == "__main__":
+    sys.exit(main())

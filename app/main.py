@@ -1,0 +1,81 @@
+"""The Starlette application: routes by audience, error rendering, database lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from app import health, portal
+from app.db import close_database, open_database
+from app.problems import Problem, from_http_exception, internal_problem, problem_response
+from app.settings import Settings
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+API_PREFIXES = ("/api/", "/ledger/", "/oauth/", "/healthz", "/readyz")
+
+log = logging.getLogger("onceonly")
+
+
+def create_app(settings: Settings, *, manage_database: bool = True) -> Starlette:
+    """Build the application for ``settings``.
+
+    With ``manage_database`` the app opens the database at start-up and closes it at
+    shutdown; tests that open it themselves pass False.
+    """
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_database:
+            await open_database(settings)
+        try:
+            yield
+        finally:
+            if manage_database:
+                await close_database()
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return render_error(request, from_http_exception(exc))
+
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Problem)
+        return render_error(request, exc)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return render_error(request, internal_problem())
+
+    def render_error(request: Request, problem: Problem) -> Response:
+        if request.url.path.startswith(API_PREFIXES):
+            return problem_response(problem, request)
+        return templates.TemplateResponse(
+            request,
+            "error.html",
+            {"problem": problem, "settings": settings},
+            status_code=problem.status,
+            headers=problem.headers,
+        )
+
+    routes: list[Route] = [*health.routes, *portal.routes]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: on_http_error,
+            Problem: on_problem,
+            Exception: on_unexpected,
+        },
+    )
+    app.state.settings = settings
+    app.state.templates = templates
+    return app
