@@ -55,8 +55,8 @@ BASIS_KINDS = frozenset({"consent", "authority"})
 #: consent, authority, query, case and bulk job ids.
 CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _BASE64URL_32 = re.compile(r"[A-Za-z0-9_-]{43}")
 _PSEUDONYM_DOMAIN = b"onceonly/pseudonym/v1\n"
 
