@@ -83,17 +83,22 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _seed(settings: Settings, args: argparse.Namespace) -> int:
     from app.seed import seed_demo, seed_reference
+    from app.services import open_services
 
     async def go() -> dict[str, int]:
         await open_database(settings, global_fallback=False)
         try:
             await _require_migrated()
-            counts = await seed_reference()
-            if args.demo:
-                counts.update(await seed_demo(settings))
-            return counts
         finally:
             await close_database()
+        services = await open_services(settings)
+        try:
+            counts = await seed_reference()
+            if args.demo:
+                counts.update(await seed_demo(settings, services.ledger))
+            return counts
+        finally:
+            await services.close()
 
     counts = run(go)
     print("seeded: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -117,6 +122,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     if not 0 < port < 65536:
         raise CommandError(f"--port must be from 1 to 65535, not {port}")
+
+    from app.keys import ledger_signer
+
+    ledger_signer(settings)  # a key that does not fit the log stops us here, not mid-start
 
     async def check() -> None:
         await open_database(settings, global_fallback=False)

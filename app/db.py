@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -68,6 +69,23 @@ class DatabaseError(RuntimeError):
     """The database cannot be reached or used; the message is one line for a person."""
 
 
+def prepare_sqlite_path(database_url: str) -> None:
+    """Create the folder of an SQLite database file, or say in one line why it cannot be.
+
+    Raises DatabaseError when the folder cannot be created or written.
+    """
+    path = sqlite_path(database_url)
+    if not path or path == ":memory:":
+        return
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the database folder {parent}: {exc.strerror}") from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DatabaseError(f"cannot write the database folder {parent}: permission denied")
+
+
 def describe_connection_error(exc: BaseException, database_url: str) -> str:
     """One line saying why the database at ``database_url`` could not be used."""
     from app.settings import _redact
@@ -87,11 +105,7 @@ async def open_database(settings: Settings, *, global_fallback: bool = True) -> 
     ``global_fallback`` lets request tasks (which do not inherit the lifespan task's
     context) find this context. Raises DatabaseError with a one-line reason.
     """
-    path = sqlite_path(settings.database_url)
-    if path and path != ":memory:":
-        parent = Path(path).parent
-        if not parent.is_dir():
-            parent.mkdir(parents=True, exist_ok=True)
+    prepare_sqlite_path(settings.database_url)
     # Tortoise caches INSERT statements by connection name, not by dialect: after a
     # database of the other kind was open in this process (tests use both) the cache
     # would hand SQLite placeholders to PostgreSQL.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.keyfiles import load_or_create, random_key
+from app.keyfiles import KeyFileError, load_or_create, random_key
 from app.settings import Settings
+from ledger.errors import NoteError
+from ledger.note import Signer, encode_signer_key, generate_signer, parse_signer_key
 
 
 def pseudonym_key(settings: Settings) -> bytes:
@@ -16,3 +18,26 @@ def pseudonym_key(settings: Settings) -> bytes:
     """
     path = settings.pseudonym_key_file or Path(settings.secrets_dir) / "pseudonym.key"
     return load_or_create(path, random_key(32))
+
+
+def ledger_signer(settings: Settings) -> Signer:
+    """The Ed25519 key that signs the ledger's checkpoints, named after the log's origin.
+
+    Stored as a note private key (``PRIVATE+KEY+name+id+key``) in
+    ``var/secrets/ledger-signer.key``; generated on first use.
+    """
+    path = Path(settings.secrets_dir) / "ledger-signer.key"
+
+    def generate() -> bytes:
+        return (encode_signer_key(generate_signer(settings.log_origin)) + "\n").encode()
+
+    try:
+        signer = parse_signer_key(load_or_create(path, generate).decode())
+    except (NoteError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"{path} is not a note signer key: {exc}") from None
+    if signer.name != settings.log_origin:
+        raise KeyFileError(
+            f"{path} signs for {signer.name!r} but ONCEONLY_LOG_ORIGIN is "
+            f"{settings.log_origin!r}; a log's origin never changes"
+        )
+    return signer

@@ -14,9 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from app import health, portal
-from app.db import close_database, open_database
+from app import health, ledger_api, portal
 from app.problems import Problem, from_http_exception, internal_problem, problem_response
+from app.services import open_services
 from app.settings import Settings
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -25,23 +25,26 @@ API_PREFIXES = ("/api/", "/ledger/", "/oauth/", "/healthz", "/readyz")
 log = logging.getLogger("onceonly")
 
 
-def create_app(settings: Settings, *, manage_database: bool = True) -> Starlette:
+def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette:
     """Build the application for ``settings``.
 
-    With ``manage_database`` the app opens the database at start-up and closes it at
-    shutdown; tests that open it themselves pass False.
+    With ``manage_services`` the app opens the database and the ledger at start-up and
+    closes them at shutdown; tests that open them themselves pass False and set
+    ``app.state.services``.
     """
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if manage_database:
-            await open_database(settings)
+        if not manage_services:
+            yield
+            return
+        services = await open_services(settings)
+        app.state.services = services
         try:
             yield
         finally:
-            if manage_database:
-                await close_database()
+            await services.close()
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -66,7 +69,7 @@ def create_app(settings: Settings, *, manage_database: bool = True) -> Starlette
             headers=problem.headers,
         )
 
-    routes: list[Route] = [*health.routes, *portal.routes]
+    routes: list[Route] = [*health.routes, *ledger_api.routes, *portal.routes]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -11,7 +11,13 @@ from tortoise.migrations.api import migrate as tortoise_migrate
 from tortoise.migrations.recorder import MigrationRecorder
 
 import migrations
-from app.db import APP_LABEL, DatabaseError, describe_connection_error, tortoise_config
+from app.db import (
+    APP_LABEL,
+    DatabaseError,
+    describe_connection_error,
+    prepare_sqlite_path,
+    tortoise_config,
+)
 from app.settings import Settings
 
 
@@ -31,6 +37,7 @@ async def apply_migrations(
 
     Raises DatabaseError with a one-line reason when the database cannot be used.
     """
+    prepare_sqlite_path(settings.database_url)
     config = tortoise_config(settings)
     try:
         before = await _applied(config)

@@ -24,7 +24,10 @@ from consent.models import (
     Purpose,
     System,
 )
-from ledger.entry import pseudonym
+from ledger.entry import Basis, Entry, commitment, format_time, pseudonym
+from ledger.log import TransparencyLog
+from ledger.models import LedgerOpening
+from ledger.sequencer import Subject
 
 DEMO_NAMESPACE = uuid.UUID("6f1d0c1e-5b9a-4d7e-9c41-0a3f5d2b7e10")
 
@@ -156,8 +159,10 @@ def demo_pseudonym(settings: Settings, subject: str) -> str:
     return pseudonym(subject, pseudonym_key(settings), kind="sub")
 
 
-async def seed_demo(settings: Settings, *, now: datetime | None = None) -> dict[str, int]:
-    """Load the demo residents' holdings and consents (idempotent)."""
+async def seed_demo(
+    settings: Settings, ledger: TransparencyLog, *, now: datetime | None = None
+) -> dict[str, int]:
+    """Load the demo residents' holdings, consents and ledger activity (idempotent)."""
     now = now or datetime.now(UTC)
     async with in_transaction():
         for subject, sys_code, category, authority, retention in DEMO_HOLDINGS:
@@ -200,8 +205,242 @@ async def seed_demo(settings: Settings, *, now: datetime | None = None) -> dict[
                 withdrawn_at=now - timedelta(days=3) if status == ConsentStatus.WITHDRAWN else None,
             )
     demo = [demo_pseudonym(settings, s) for s, _ in DEMO_RESIDENTS]
+    if not await LedgerOpening.filter(pseudonym__in=demo).exists():
+        await ledger.append_all(demo_activity(settings, now))
     return {
         "demo residents": len(DEMO_RESIDENTS),
         "holdings": await Holding.filter(pseudonym__in=demo).count(),
         "consents": await Consent.filter(pseudonym__in=demo).count(),
+        "ledger entries": await LedgerOpening.filter(pseudonym__in=demo).count(),
     }
+
+
+# (days ago, resident, type, actor, system, purpose, basis kind, basis ref or consent label,
+#  categories, source, recipient, reasons, hidden until (days from now), hidden reason)
+DEMO_ACTIVITY = [
+    (
+        30,
+        "alex",
+        "consent.given",
+        "MCURES",
+        "osap",
+        "eligibility",
+        "consent",
+        "alex-osap-income",
+        ("income",),
+        "FIN",
+        "MCURES",
+        (),
+        None,
+        None,
+    ),
+    (
+        30,
+        "alex",
+        "consent.given",
+        "MTO",
+        "driver-licensing",
+        "licence-renewal",
+        "consent",
+        "alex-mto-address",
+        ("address",),
+        "MPBSDP",
+        "MTO",
+        (),
+        None,
+        None,
+    ),
+    (
+        29,
+        "alex",
+        "consent.given",
+        "MLITSD",
+        "employment-ontario",
+        "eligibility",
+        "consent",
+        "alex-mlitsd-employment",
+        ("employment", "income"),
+        "FIN",
+        "MLITSD",
+        (),
+        None,
+        None,
+    ),
+    (
+        28,
+        "alex",
+        "access.permitted",
+        "FIN",
+        "tax-benefits",
+        "eligibility",
+        "consent",
+        "alex-osap-income",
+        ("income",),
+        "FIN",
+        "MCURES",
+        (),
+        None,
+        None,
+    ),
+    (
+        21,
+        "alex",
+        "access.permitted",
+        "MPBSDP",
+        "serviceontario",
+        "licence-renewal",
+        "consent",
+        "alex-mto-address",
+        ("address",),
+        "MPBSDP",
+        "MTO",
+        (),
+        None,
+        None,
+    ),
+    (
+        20,
+        "alex",
+        "access.permitted",
+        "MOH",
+        "ohip",
+        "identity-verification",
+        "authority",
+        "HIA-10",
+        ("health-number", "name"),
+        "MOH",
+        "MPBSDP",
+        (),
+        None,
+        None,
+    ),
+    (
+        14,
+        "alex",
+        "access.permitted",
+        "MTO",
+        "driver-licensing",
+        "law-enforcement",
+        "authority",
+        "FIPPA-42-1-g",
+        ("address", "driver-licence"),
+        "MTO",
+        "SOLGEN",
+        (),
+        -2,
+        "active-investigation",
+    ),
+    (
+        6,
+        "alex",
+        "access.permitted",
+        "MTO",
+        "driver-licensing",
+        "law-enforcement",
+        "authority",
+        "HTA-205",
+        ("driver-licence",),
+        "MTO",
+        "SOLGEN",
+        (),
+        60,
+        "active-investigation",
+    ),
+    (
+        3,
+        "alex",
+        "consent.withdrawn",
+        "MLITSD",
+        "employment-ontario",
+        "eligibility",
+        "consent",
+        "alex-mlitsd-employment",
+        ("employment", "income"),
+        "FIN",
+        "MLITSD",
+        (),
+        None,
+        None,
+    ),
+    (
+        2,
+        "alex",
+        "access.denied",
+        "FIN",
+        "tax-benefits",
+        "eligibility",
+        "consent",
+        "alex-mlitsd-employment",
+        ("employment", "income"),
+        "FIN",
+        "MLITSD",
+        ("consent_withdrawn",),
+        None,
+        None,
+    ),
+    (
+        30,
+        "sam",
+        "consent.given",
+        "MCCSS",
+        "ontario-works",
+        "eligibility",
+        "consent",
+        "sam-ow-income",
+        ("income",),
+        "FIN",
+        "MCCSS",
+        (),
+        None,
+        None,
+    ),
+    (
+        10,
+        "sam",
+        "access.permitted",
+        "FIN",
+        "tax-benefits",
+        "eligibility",
+        "consent",
+        "sam-ow-income",
+        ("income",),
+        "FIN",
+        "MCCSS",
+        (),
+        None,
+        None,
+    ),
+]
+
+
+def demo_activity(settings: Settings, now: datetime) -> list[tuple[Entry, Subject]]:
+    """The demo residents' ledger entries, oldest first, each with a fresh opening."""
+    out = []
+    ordered = sorted(enumerate(DEMO_ACTIVITY), key=lambda item: (-item[1][0], item[0]))
+    for n, row in ordered:
+        days, who, kind, actor, system, purpose, basis_kind, ref, categories = row[:9]
+        source, recipient, reasons, hidden_days, hidden_reason = row[9:]
+        subject = Subject.new(demo_pseudonym(settings, f"demo-resident-{who}"))
+        if basis_kind == "consent":
+            ref = str(uuid.uuid5(DEMO_NAMESPACE, ref))
+        hidden_until = None
+        if hidden_days is not None:
+            hidden_until = (now + timedelta(days=hidden_days)).date().isoformat()
+        entry = Entry(
+            type=kind,
+            time=format_time(now - timedelta(days=days, hours=n)),
+            actor_org=actor,
+            actor_system=system,
+            purpose=purpose,
+            basis=Basis(basis_kind, ref),
+            categories=categories,
+            query_id=str(uuid.uuid5(DEMO_NAMESPACE, f"query-{n}")),
+            subject_commitment=commitment(subject.opening, subject.pseudonym),
+            source_orgs=(source,),
+            recipient_org=recipient,
+            reasons=reasons,
+            hidden_until=hidden_until,
+            hidden_reason=hidden_reason,
+        )
+        out.append((entry, subject))
+    return out

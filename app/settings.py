@@ -17,6 +17,11 @@ PREFIX = "ONCEONLY_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
+#: The ledger's origin unless ONCEONLY_LOG_ORIGIN says otherwise. It names the log in
+#: every checkpoint and key, so it must never change for a deployment: production sets
+#: its own (e.g. "onceonly.ontario.ca/ledger").
+DEFAULT_LOG_ORIGIN = "onceonly.localhost/ledger"
+
 SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
 
 
@@ -42,7 +47,7 @@ class Settings:
     base_url: str = "http://127.0.0.1:8000"
     demo: bool = False
     log_level: str = "info"
-    log_origin: str = "onceonly.example/ledger"
+    log_origin: str = DEFAULT_LOG_ORIGIN
     pseudonym_key_file: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -78,7 +83,7 @@ class Settings:
             raise SettingsError(
                 f"ONCEONLY_LOG_LEVEL must be debug, info, warning or error, not {log_level!r}"
             )
-        log_origin = env.pop("LOG_ORIGIN", "") or _default_origin(base_url)
+        log_origin = env.pop("LOG_ORIGIN", "") or DEFAULT_LOG_ORIGIN
         if not log_origin or any(c.isspace() for c in log_origin) or "+" in log_origin:
             raise SettingsError("ONCEONLY_LOG_ORIGIN must be one word without spaces or '+'")
         key_file = env.pop("PSEUDONYM_KEY_FILE", "")
@@ -155,11 +160,6 @@ def _check_base_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise SettingsError(f"ONCEONLY_BASE_URL must be an http(s) URL, not {url!r}")
-
-
-def _default_origin(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    return f"{parts.netloc}/ledger"
 
 
 def _redact(url: str) -> str:

@@ -61,10 +61,11 @@ class LedgerOpening(Model):
 class LedgerTile(Model):
     """Stored hashes of the tree in C2SP tlog-tiles shape (height 8).
 
-    One row per tile ``(level, number)`` (tlog-tiles' L and N); ``hashes`` is the concatenation of its 32-byte
-    hashes. A partial tile grows in place as the tree grows, and a trigger allows an
-    update only when the old hashes are a prefix of the new ones, so the partial tile of
-    any earlier width is still the prefix of the stored one.
+    One row per tile ``(level, number)`` (tlog-tiles' L and N); ``hashes`` is the
+    concatenation of its 32-byte hashes. A partial tile grows in place as the tree
+    grows, and a trigger allows an update only when the old hashes are a prefix of the
+    new ones, so the partial tile of any earlier width is still a prefix of the stored
+    one.
     """
 
     id = fields.BigIntField(primary_key=True)

@@ -20,6 +20,7 @@ import pytest
 from app.db import close_database, open_database
 from app.main import create_app
 from app.schema import apply_migrations
+from app.services import Services, open_services
 from app.settings import Settings
 from tests.support import (
     PostgresServer,
@@ -108,11 +109,22 @@ async def db(settings: Settings) -> AsyncIterator[Settings]:
 
 
 @pytest.fixture
-async def client(db: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    """The database and the ledger open, as the running application has them."""
+    opened = await open_services(settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the application in-process."""
-    app = create_app(db, manage_database=False)
+    app = create_app(services.settings, manage_services=False)
+    app.state.services = services
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=db.base_url) as c:
+    async with httpx.AsyncClient(transport=transport, base_url=services.settings.base_url) as c:
         yield c
 
 

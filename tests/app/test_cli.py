@@ -146,3 +146,26 @@ def test_serve_answers_then_stops_on_sigterm(
     assert proc.returncode in (0, -signal.SIGTERM), err
     assert "Application shutdown complete" in err
     assert f"Onceonly is serving on http://127.0.0.1:{port}/" in out
+
+
+def test_migrate_creates_the_var_folder(tmp_path: Path) -> None:
+    var = tmp_path / "new" / "var"
+    result = onceonly("migrate", var=var)
+    assert result.returncode == 0, result.stderr
+    assert (var / "onceonly.sqlite3").exists()
+
+
+def test_unusable_var_folder_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = onceonly("migrate", var=blocker / "var")
+    assert_one_line_error(result, "cannot create the database folder")
+
+
+def test_serve_refuses_a_key_for_another_log(tmp_path: Path) -> None:
+    assert onceonly("migrate", var=tmp_path).returncode == 0
+    assert onceonly("seed", var=tmp_path).returncode == 0  # creates the ledger key
+    result = onceonly(
+        "serve", "--port", str(free_port()), var=tmp_path, ONCEONLY_LOG_ORIGIN="other.example/log"
+    )
+    assert_one_line_error(result, "a log's origin never changes")
