@@ -148,7 +148,57 @@ class Consent(Model):
     decided_at = fields.DatetimeField(null=True)
     withdrawn_at = fields.DatetimeField(null=True)
     used_at = fields.DatetimeField(null=True)
+    # The once-only request flow: who asked, where to send the person back, the client's
+    # opaque state, and until when the person may answer.
+    requested_by = fields.CharField(max_length=100, null=True, description="API client id")
+    return_url = fields.CharField(max_length=500, null=True)
+    state = fields.CharField(max_length=500, null=True)
+    request_expires_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "consent"
         ordering = ("-created_at",)
+
+
+class IdempotencyRecord(Model):
+    """The first answer to a POST with an Idempotency-Key, replayed for retries."""
+
+    id = fields.BigIntField(primary_key=True)
+    client_id = fields.CharField(max_length=100)
+    key = fields.CharField(max_length=200)
+    request_hash = fields.CharField(max_length=64)
+    status_code = fields.SmallIntField(null=True, description="null while in progress")
+    response = fields.TextField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "idempotency_record"
+        unique_together = (("client_id", "key"),)
+
+
+class Notification(Model):
+    """A revocation notice to a ministry (the durable outbox behind signed webhooks).
+
+    Delivered by webhook with retries and backoff until acknowledged; ministries can
+    also poll for them.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    ministry: fields.ForeignKeyRelation[Ministry] = fields.ForeignKeyField(
+        "onceonly.Ministry", related_name="notifications", on_delete=fields.RESTRICT
+    )
+    event = fields.CharField(max_length=32)
+    consent: fields.ForeignKeyRelation[Consent] = fields.ForeignKeyField(
+        "onceonly.Consent", related_name="notifications", on_delete=fields.RESTRICT
+    )
+    payload = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField(null=True, db_index=True)
+    last_status = fields.IntField(null=True)
+    last_error = fields.CharField(max_length=300, null=True)
+    acknowledged_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "notification"
+        ordering = ("id",)

@@ -16,7 +16,7 @@ class LedgerEntry(Model):
     """One leaf of the log: the exact canonical bytes and a few columns copied out of
     them for searching. ``idx`` is the leaf index, contiguous from 0."""
 
-    idx = fields.BigIntField(primary_key=True, generated=False)
+    idx = fields.BigIntField(primary_key=True)
     leaf = fields.BinaryField()
     leaf_hash = fields.BinaryField()
     entry_type = fields.CharField(max_length=32)
@@ -49,7 +49,7 @@ class LedgerOpening(Model):
     every proof stay valid.
     """
 
-    idx = fields.BigIntField(primary_key=True, generated=False)
+    idx = fields.BigIntField(primary_key=True)
     pseudonym = fields.CharField(max_length=64)
     opening = fields.BinaryField()
 
@@ -81,7 +81,7 @@ class LedgerTile(Model):
 class LedgerCheckpoint(Model):
     """A signed checkpoint (C2SP signed note) of the tree at ``size``."""
 
-    size = fields.BigIntField(primary_key=True, generated=False)
+    size = fields.BigIntField(primary_key=True)
     root_hash = fields.BinaryField()
     note = fields.TextField()
     created_at = fields.DatetimeField(auto_now_add=True)
