@@ -1,0 +1,113 @@
+"""Consent receipts: what the person agreed to, signed so anyone can check it.
+
+The fields follow the Kantara Consent Receipt Specification 1.1 and the record of
+ISO/IEC TS 27560 (consent record information structure): who the controller is, the
+person (here only by pseudonym), the purposes with their data categories, the
+lawful basis, the notice the person saw (by hash), the validity window and the state
+of the consent, plus where the event is in Onceonly's ledger. The receipt is a JWS
+(compact JWT, ES256) signed with Onceonly's receipt key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jwt
+
+RECEIPT_VERSION = "KI-CR-v1.1.0"
+JWS_TYPE = "consent-receipt+jwt"
+
+
+@dataclass(frozen=True)
+class ReceiptFacts:
+    """What a receipt says, gathered by the caller from the consent and the ledger."""
+
+    consent_id: str
+    status: str
+    pseudonym: str
+    recipient_code: str
+    recipient_name: str
+    sources: tuple[str, ...]
+    categories: tuple[str, ...]
+    purpose_code: str
+    purpose_label: str
+    purpose_dpv: str | None
+    one_time: bool
+    valid_from: datetime
+    valid_until: datetime
+    decided_at: datetime | None
+    notice_hash: str
+    ledger_index: int | None
+    language: str = "en"
+
+
+def receipt_claims(facts: ReceiptFacts, issuer: str, issued_at: datetime) -> dict[str, Any]:
+    """The receipt's JSON claims (Kantara 1.1 field names, ISO/IEC TS 27560 concepts)."""
+    consent_time = facts.decided_at or facts.valid_from
+    return {
+        "iss": issuer,
+        "iat": int(issued_at.timestamp()),
+        "jti": f"receipt-{facts.consent_id}-{facts.status}",
+        "version": RECEIPT_VERSION,
+        "jurisdiction": "CA-ON",
+        "consentTimestamp": int(consent_time.timestamp()),
+        "collectionMethod": "Onceonly portal, once-only consent request",
+        "consentReceiptID": facts.consent_id,
+        "language": facts.language,
+        "piiPrincipalId": facts.pseudonym,
+        "piiControllers": [
+            {"piiController": facts.recipient_name, "piiControllerId": facts.recipient_code}
+        ],
+        "policyUrl": "https://www.ontario.ca/page/privacy-statement",
+        "services": [
+            {
+                "service": f"Reuse of data from {', '.join(facts.sources)}",
+                "purposes": [
+                    {
+                        "purpose": facts.purpose_label,
+                        "purposeCode": facts.purpose_code,
+                        "purposeCategory": [facts.purpose_dpv or facts.purpose_code],
+                        "consentType": "EXPLICIT",
+                        "piiCategory": list(facts.categories),
+                        "primaryPurpose": True,
+                        "termination": facts.valid_until.isoformat(),
+                        "thirdPartyDisclosure": True,
+                        "thirdPartyName": facts.recipient_name,
+                    }
+                ],
+            }
+        ],
+        "sensitive": False,
+        "spiCat": [],
+        # ISO/IEC TS 27560 record details Kantara 1.1 has no field for.
+        "consentStatus": facts.status,
+        "legalBasis": "dpv:Consent",
+        "validity": {
+            "from": facts.valid_from.isoformat(),
+            "until": facts.valid_until.isoformat(),
+            "oneTime": facts.one_time,
+        },
+        "sources": list(facts.sources),
+        "noticeHash": {"alg": "sha-256", "value": facts.notice_hash},
+        "ledgerIndex": facts.ledger_index,
+    }
+
+
+def sign_receipt(claims: dict[str, Any], private_key: Any, kid: str) -> str:
+    """Sign receipt claims as a compact JWS (ES256)."""
+    return jwt.encode(claims, private_key, algorithm="ES256", headers={"kid": kid, "typ": JWS_TYPE})
+
+
+def read_receipt(token: str, public_key: Any, issuer: str) -> dict[str, Any]:
+    """Verify a receipt's signature and issuer; return its claims.
+
+    Raises jwt.InvalidTokenError when the receipt does not verify.
+    """
+    header = jwt.get_unverified_header(token)
+    if header.get("typ") != JWS_TYPE:
+        raise jwt.InvalidTokenError("not a consent receipt")
+    return jwt.decode(
+        token, public_key, algorithms=["ES256"], issuer=issuer, options={"require": ["iss"]}
+    )
