@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.keyfiles import KeyFileError, load_or_create, random_key
 from app.settings import Settings
@@ -20,13 +27,21 @@ def pseudonym_key(settings: Settings) -> bytes:
     return load_or_create(path, random_key(32))
 
 
-def ledger_signer(settings: Settings) -> Signer:
+def ledger_signer(settings: Settings, *, create: bool = True) -> Signer:
     """The Ed25519 key that signs the ledger's checkpoints, named after the log's origin.
 
     Stored as a note private key (``PRIVATE+KEY+name+id+key``) in
-    ``var/secrets/ledger-signer.key``; generated on first use.
+    ``var/secrets/ledger-signer.key``; generated on first use unless ``create`` is
+    False (tools that only check the log must never invent a new key). Raises
+    KeyFileError when the file is missing (``create=False``), unusable, or for another
+    origin.
     """
     path = Path(settings.secrets_dir) / "ledger-signer.key"
+    if not create and not path.exists():
+        raise KeyFileError(
+            f"there is no ledger key at {path}; point ONCEONLY_VAR_DIR at the installation "
+            "whose log this is, or give --vkey"
+        )
 
     def generate() -> bytes:
         return (encode_signer_key(generate_signer(settings.log_origin)) + "\n").encode()
@@ -41,3 +56,44 @@ def ledger_signer(settings: Settings) -> Signer:
             f"{settings.log_origin!r}; a log's origin never changes"
         )
     return signer
+
+
+@dataclass(frozen=True)
+class ReceiptKey:
+    """The ES256 key that signs consent receipts, with its JWK ``kid``."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    kid: str
+
+    def __repr__(self) -> str:
+        return f"ReceiptKey(kid={self.kid!r})"
+
+    def public_jwk(self) -> dict[str, str]:
+        """The public key as a JWK (RFC 7517) for the receipt key set."""
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private_key.public_key()))
+        return {**jwk, "kid": self.kid, "alg": "ES256", "use": "sig"}
+
+
+def receipt_key(settings: Settings) -> ReceiptKey:
+    """The consent receipt signing key, generated on first use (var/secrets, 0600)."""
+    path = Path(settings.secrets_dir) / "receipt-signing.pem"
+
+    def generate() -> bytes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    try:
+        key = serialization.load_pem_private_key(load_or_create(path, generate), password=None)
+    except ValueError as exc:
+        raise KeyFileError(f"{path} is not a PEM private key") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyFileError(f"{path} is not an EC P-256 key")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    kid = "receipt-" + hashlib.sha256(public).hexdigest()[:16]
+    return ReceiptKey(key, kid)
