@@ -15,8 +15,10 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from app import ledger_cli
 from app.db import DatabaseError, close_database, open_database
 from app.keyfiles import KeyFileError
+from app.oauth import cli as clients_cli
 from app.settings import Settings, SettingsError
 
 EXIT_USAGE = 2
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="also load demo residents and their activity"
     )
     seed.set_defaults(handler=_seed)
+    ledger_cli.add_commands(commands)
+    clients_cli.add_commands(commands)
     return parser
 
 
@@ -123,9 +127,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if not 0 < port < 65536:
         raise CommandError(f"--port must be from 1 to 65535, not {port}")
 
-    from app.keys import ledger_signer
+    from app.keys import ledger_signer, receipt_key
+    from app.oauth.keys import token_signing_key
 
-    ledger_signer(settings)  # a key that does not fit the log stops us here, not mid-start
+    # A key that is missing its file permissions or does not fit the log stops us here,
+    # with one line, rather than in the middle of start-up or at the first request.
+    ledger_signer(settings)
+    token_signing_key(settings)
+    receipt_key(settings)
 
     async def check() -> None:
         await open_database(settings, global_fallback=False)
@@ -183,4 +192,8 @@ def _url_host(host: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy, so that subcommand modules
+    # importing app.cli share its exception classes.
+    from app.cli import main as cli_main
+
+    sys.exit(cli_main())

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,9 +16,14 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from app import health, ledger_api, portal
+from app.api import openapi
+from app.api import routes as api_routes
+from app.notifications import NotificationDelivery, background
+from app.oauth import server as oauth_server
 from app.problems import Problem, from_http_exception, internal_problem, problem_response
 from app.services import open_services
 from app.settings import Settings
+from consent.lifecycle import expire_due
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 API_PREFIXES = ("/api/", "/ledger/", "/oauth/", "/healthz", "/readyz")
@@ -42,7 +48,15 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
         services = await open_services(settings)
         app.state.services = services
         try:
-            yield
+            async with httpx.AsyncClient() as http:
+                delivery = NotificationDelivery(settings.base_url, services.receipt_key, http)
+
+                async def expire() -> None:
+                    await expire_due(services.ledger)
+
+                steps = {"notifications": (1.0, delivery.deliver_due), "expiry": (30.0, expire)}
+                async with background(steps):
+                    yield
         finally:
             await services.close()
 
@@ -69,7 +83,14 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
             headers=problem.headers,
         )
 
-    routes: list[Route] = [*health.routes, *ledger_api.routes, *portal.routes]
+    routes: list[Route] = [
+        *health.routes,
+        *ledger_api.routes,
+        *api_routes.routes,
+        *openapi.routes,
+        *oauth_server.routes,
+        *portal.routes,
+    ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
