@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.db import DatabaseError, close_database, open_database
-from app.keys import ledger_signer
+from app.keys import ReceiptKey, ledger_signer, pseudonym_key, receipt_key
 from app.settings import Settings
+from consent.identity import Pseudonymizer
 from ledger.database import LedgerUnavailable
 from ledger.log import TransparencyLog
 
@@ -15,6 +16,8 @@ from ledger.log import TransparencyLog
 class Services:
     settings: Settings
     ledger: TransparencyLog
+    people: Pseudonymizer
+    receipt_key: ReceiptKey
 
     async def close(self) -> None:
         """Finish pending ledger appends, then close every connection."""
@@ -40,4 +43,4 @@ async def open_services(settings: Settings) -> Services:
     except BaseException:
         await close_database()
         raise
-    return Services(settings, ledger)
+    return Services(settings, ledger, Pseudonymizer(pseudonym_key(settings)), receipt_key(settings))

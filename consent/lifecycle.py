@@ -11,6 +11,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from consent.errors import Conflict, Invalid, NotFound
 from consent.identity import EXPIRY, PORTAL, Actor, Pseudonymizer
@@ -304,3 +305,25 @@ async def _validate(terms: ConsentTerms, now: datetime) -> None:
         )
     if errors:
         raise Invalid("The consent request names something unknown or impossible.", errors)
+
+
+def return_location(consent: Consent) -> str | None:
+    """Where to send the person back after they answered: the ministry's return URL with
+    the outcome, the consent id and the ministry's own ``state`` echoed unchanged.
+
+    Like an OAuth authorization response: the ministry must check that ``state`` is
+    the one it sent, which ties the answer to the person's session with it.
+    """
+    if not consent.return_url:
+        return None
+    outcome = {
+        ConsentStatus.ACTIVE: "approved",
+        ConsentStatus.REFUSED: "refused",
+        ConsentStatus.EXPIRED: "expired",
+    }.get(consent.status, str(consent.status))
+    params = {"outcome": outcome, "consent_id": str(consent.id)}
+    if consent.state is not None:
+        params["state"] = consent.state
+    parts = urlsplit(consent.return_url)
+    query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), *params.items()])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))

@@ -198,3 +198,27 @@ async def test_bulk_check_records_one_entry_per_person(
         entry = await entry_at(seeded, outcome.appended.index)
         assert entry.bulk_job_id == "bulk-1"
         assert entry.query_id == outcome.query_id
+
+
+async def test_return_location_echoes_state(seeded: Services, people: Pseudonymizer) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from consent.lifecycle import return_location
+
+    consent, _ = await create_request(
+        seeded.ledger,
+        people,
+        MTO,
+        terms(return_url="https://mto.example/back?step=2", state="s&t=1"),
+    )
+    consent, _ = await answer_request(seeded.ledger, people.person("person-1"), consent.id, True)
+    location = return_location(consent)
+    assert location is not None
+    parts = urlsplit(location)
+    assert (parts.scheme, parts.netloc, parts.path) == ("https", "mto.example", "/back")
+    assert parse_qs(parts.query) == {
+        "step": ["2"],
+        "outcome": ["approved"],
+        "consent_id": [str(consent.id)],
+        "state": ["s&t=1"],
+    }

@@ -1,0 +1,1 @@
+"""The ministry JSON API under ``/api/v1/``."""

@@ -1,0 +1,279 @@
+"""The API's edge: reading JSON bodies safely, validation errors, cursors, idempotency.
+
+Every failure here is a Problem (RFC 9457) with a stable type, raised before the
+domain is called, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from tortoise.exceptions import IntegrityError
+
+from app.problems import Problem
+from consent.errors import Conflict, ConsentError, Invalid, NotFound
+from consent.models import IdempotencyRecord
+
+MAX_BODY = 64 * 1024
+MAX_BATCH_BODY = 1024 * 1024
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+#: An Idempotency-Key still in progress after this long belongs to a request that died.
+STALE = timedelta(seconds=60)
+
+
+def validation_problem(errors: list[dict[str, str]], detail: str | None = None) -> Problem:
+    return Problem(
+        422,
+        "validation",
+        "Validation failed",
+        detail or "The request body does not match the schema; see errors.",
+        errors=errors,
+    )
+
+
+async def read_json(request: Request, schema: dict[str, Any], limit: int = MAX_BODY) -> Any:
+    """Read the body as JSON and validate it against ``schema``.
+
+    Raises Problem 415 for another media type, 413 above ``limit`` bytes, 400 for
+    malformed JSON and 422 with field errors for anything the schema refuses
+    (unknown fields included).
+    """
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "Send the body as application/json.",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Problem(413, "too-large", "Request too large", f"The body exceeds {limit} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise Problem(413, "too-large", "Request too large", f"The body exceeds {limit} bytes.")
+    request.state.raw_body = bytes(body)
+    try:
+        document = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise Problem(
+            400, "malformed-json", "Malformed JSON", "The body is not valid JSON."
+        ) from None
+    errors = []
+    for error in sorted(Draft202012Validator(schema).iter_errors(document), key=str):
+        errors.append({"field": _field(error), "message": _message(error)})
+        if len(errors) >= 50:
+            break
+    if errors:
+        raise validation_problem(errors)
+    return document
+
+
+def parse_time(value: str, field: str) -> datetime:
+    """An RFC 3339 date-time (already pattern-checked) as an aware datetime."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise validation_problem([{"field": field, "message": "not a real date-time"}]) from None
+    return parsed
+
+
+def parse_date(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise validation_problem([{"field": field, "message": "not a real date"}]) from None
+
+
+def domain_problem(exc: ConsentError) -> Problem:
+    """The problem document for a consent-domain error."""
+    if isinstance(exc, NotFound):
+        return Problem(404, "not-found", "Not found", str(exc))
+    if isinstance(exc, Conflict):
+        return Problem(409, "conflict", "Conflict", str(exc))
+    if isinstance(exc, Invalid):
+        return validation_problem(exc.errors, str(exc))
+    return Problem(400, "bad-request", "Bad request", str(exc))
+
+
+def page_params(request: Request, check: Callable[[Any], bool] | None = None) -> tuple[Any, int]:
+    """``(after, limit)`` from the ``cursor`` and ``limit`` query parameters.
+
+    ``after`` is what the previous page's last item put in its cursor (by default a
+    non-negative integer id; ``check`` validates other shapes). Raises Problem 400 for
+    a malformed cursor or limit.
+    """
+    raw_limit = request.query_params.get("limit", str(DEFAULT_PAGE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise Problem(
+            400,
+            "validation",
+            "Validation failed",
+            f"limit must be a number from 1 to {MAX_PAGE}.",
+            errors=[{"field": "limit", "message": f"1 to {MAX_PAGE}"}],
+        )
+    cursor = request.query_params.get("cursor")
+    if not cursor:
+        return None, int(raw_limit)
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after = decoded["after"]
+        if not (check or _is_id)(after):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise Problem(
+            400,
+            "invalid-cursor",
+            "Invalid cursor",
+            "The cursor is not one this API gave out.",
+            errors=[{"field": "cursor", "message": "not a cursor from this API"}],
+        ) from None
+    return after, int(raw_limit)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def next_cursor(after: Any) -> str | None:
+    if after is None:
+        return None
+    raw = json.dumps({"after": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def idempotent(
+    request: Request, client_id: str, run: Callable[[], Awaitable[Response]]
+) -> Response:
+    """Run a POST once per ``Idempotency-Key``: a retry gets the first answer back.
+
+    The key is scoped to the client. Reusing a key for a different request is a 422
+    problem; a retry while the first is still running is a 409 with Retry-After.
+    Server errors are not remembered, so the retry runs again.
+    """
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await run()
+    if not 1 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
+        raise Problem(
+            400,
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            "The Idempotency-Key must be 1 to 200 printable ASCII characters.",
+        )
+    body = getattr(request.state, "raw_body", b"")
+    digest = hashlib.sha256(
+        request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
+    ).hexdigest()
+    try:
+        record = await IdempotencyRecord.create(client_id=client_id, key=key, request_hash=digest)
+    except IntegrityError:
+        existing = await IdempotencyRecord.get(client_id=client_id, key=key)
+        if existing.request_hash != digest:
+            raise Problem(
+                422,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                "This Idempotency-Key was used for a different request.",
+            ) from None
+        if existing.status_code is None and existing.created_at < datetime.now(UTC) - STALE:
+            # The first attempt died mid-way (its process was killed): let this one run.
+            await IdempotencyRecord.filter(id=existing.id, status_code__isnull=True).delete()
+            return await idempotent(request, client_id, run)
+        if existing.status_code is None:
+            raise Problem(
+                409,
+                "idempotency-in-progress",
+                "Request in progress",
+                "The first request with this Idempotency-Key is still running.",
+                headers={"Retry-After": "1"},
+            ) from None
+        return Response(
+            existing.response or "",
+            status_code=existing.status_code,
+            media_type=_media(existing.status_code),
+            headers={"Idempotency-Replayed": "true"},
+        )
+    try:
+        response = await run()
+    except Problem as problem:
+        if problem.status >= 500:
+            await record.delete()
+        else:
+            await _remember(record, problem.status, json.dumps(problem.document(request.url.path)))
+        raise
+    except BaseException:
+        await record.delete()
+        raise
+    if response.status_code >= 500:
+        await record.delete()
+    else:
+        await _remember(record, response.status_code, bytes(response.body).decode())
+    return response
+
+
+async def _remember(record: IdempotencyRecord, status: int, body: str) -> None:
+    record.status_code = status
+    record.response = body
+    await record.save(update_fields=["status_code", "response"])
+
+
+def _media(status: int) -> str:
+    return "application/json" if status < 400 else "application/problem+json"
+
+
+def json_response(body: Any, status_code: int = 200, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _field(error: Any) -> str:
+    path = "/".join(str(p) for p in error.absolute_path)
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        return f"{path}/{missing}".strip("/")
+    if error.validator == "additionalProperties":
+        extra = error.message.split("'")[1] if "'" in error.message else ""
+        return f"{path}/{extra}".strip("/")
+    return path or "(body)"
+
+
+def _message(error: Any) -> str:
+    value = error.validator_value
+    kind = error.validator
+    if kind == "required":
+        return "is required"
+    if kind == "additionalProperties":
+        return "is not a known field"
+    if kind == "type":
+        return f"must be {value}"
+    if kind == "pattern":
+        return "has the wrong format"
+    if kind == "maxLength":
+        return f"is longer than {value} characters"
+    if kind == "minLength":
+        return "must not be empty"
+    if kind == "maxItems":
+        return f"has more than {value} items"
+    if kind == "minItems":
+        return "must not be empty"
+    if kind == "uniqueItems":
+        return "has duplicates"
+    if kind == "enum":
+        return f"must be one of {', '.join(map(str, value))}"
+    return "is invalid"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
