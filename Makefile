@@ -3,18 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ASSETS := node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: run test lint format install migrate seed bench clean
 
-run: $(STAMP)
+run: $(STAMP) $(ASSETS)
 	@mkdir -p var
 	ONCEONLY_DEMO=true $(BIN)/onceonly migrate
 	ONCEONLY_DEMO=true $(BIN)/onceonly seed --demo
 	ONCEONLY_DEMO=true $(BIN)/onceonly serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) lint
+test: $(STAMP) $(ASSETS) lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -34,6 +35,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+# Front-end assets from the npm registry (the Ontario Design System styles, axe-core).
+# Without npm the pages still work, unstyled, and the browser tests say how to get it.
+$(ASSETS): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --no-audit --no-fund --loglevel=error && touch $(ASSETS); \
+	else \
+		echo "npm not found: pages will be unstyled; install Node.js with npm to get the Ontario Design System styles"; \
+	fi
+
 migrate: $(STAMP)
 	$(BIN)/onceonly migrate
 
@@ -44,4 +54,4 @@ bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var node_modules .pytest_cache .ruff_cache .hypothesis

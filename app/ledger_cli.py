@@ -70,6 +70,16 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     vkey = actions.add_parser("vkey", help="print the ledger's verifier key")
     vkey.set_defaults(handler=_guarded(_vkey))
 
+    receipt = actions.add_parser(
+        "verify-receipt",
+        help="check a personal receipt downloaded from the portal (offline)",
+        description="Check that a receipt's entry is in the ledger's signed checkpoint and "
+        "that it is about the person the receipt names. No database or network is used.",
+    )
+    receipt.add_argument("file", type=Path, metavar="FILE", help="the downloaded receipt")
+    receipt.add_argument("--vkey", help="the ledger's verifier key, obtained independently")
+    receipt.set_defaults(handler=_verify_receipt)
+
 
 def _guarded(handler: Handler) -> Handler:
     """Run a handler; turn the errors a person can act on into one line and exit 1."""
@@ -202,3 +212,28 @@ def _end_progress(progress: Progress | None, stream: TextIO) -> None:
     if progress is not None:
         stream.write("\r\033[K")
         stream.flush()
+
+
+def _verify_receipt(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.errors import LedgerError
+    from ledger.receipts import check_personal_receipt
+
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        print(f"onceonly: error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        checked = check_personal_receipt(data, args.vkey)
+    except LedgerError as exc:
+        print(f"onceonly: error: the receipt does not verify: {exc}", file=sys.stderr)
+        return 1
+    entry = checked.entry
+    print(
+        f"The receipt verifies: entry {checked.index} ({entry.type}, {entry.time}, by "
+        f"{entry.actor_org}) is in the ledger {checked.checkpoint.origin} of size "
+        f"{checked.checkpoint.size}, and it is about pseudonym {checked.pseudonym}."
+    )
+    if not checked.key_was_given:
+        print("Note: checked with the key the receipt names; give --vkey to use a key you trust.")
+    return 0

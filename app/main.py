@@ -10,22 +10,28 @@ from pathlib import Path
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.templating import Jinja2Templates
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
 
 from app import health, ledger_api, portal
 from app.api import openapi
 from app.api import routes as api_routes
+from app.auth import csrf as auth_csrf
+from app.auth import devprovider
+from app.auth import routes as auth_routes
+from app.middleware import LanguageAndSecurity
 from app.notifications import NotificationDelivery, background
 from app.oauth import server as oauth_server
 from app.problems import Problem, from_http_exception, internal_problem, problem_response
 from app.services import open_services
 from app.settings import Settings
+from app.templating import DESIGN_SYSTEM_DIR, make_templates
 from consent.lifecycle import expire_due
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 API_PREFIXES = ("/api/", "/ledger/", "/oauth/", "/healthz", "/readyz")
 
 log = logging.getLogger("onceonly")
@@ -38,7 +44,7 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
     closes them at shutdown; tests that open them themselves pass False and set
     ``app.state.services``.
     """
-    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    templates = make_templates(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -78,28 +84,37 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
         return templates.TemplateResponse(
             request,
             "error.html",
-            {"problem": problem, "settings": settings},
+            {"problem": problem},
             status_code=problem.status,
             headers=problem.headers,
         )
 
-    routes: list[Route] = [
+    routes: list[BaseRoute] = [
+        Mount("/static/app", app=StaticFiles(directory=STATIC_DIR), name="static"),
         *health.routes,
         *ledger_api.routes,
         *api_routes.routes,
         *openapi.routes,
         *oauth_server.routes,
+        *(devprovider.mount(settings) if settings.demo else []),
+        *auth_routes.routes,
         *portal.routes,
     ]
+    if DESIGN_SYSTEM_DIR.is_dir():
+        routes.insert(0, Mount("/static/ods", app=StaticFiles(directory=DESIGN_SYSTEM_DIR)))
+    https = settings.base_url.startswith("https://")
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(LanguageAndSecurity, https=https)],
         exception_handlers={
             HTTPException: on_http_error,
             Problem: on_problem,
+            **auth_routes.exception_handlers,
             Exception: on_unexpected,
         },
     )
     app.state.settings = settings
     app.state.templates = templates
+    auth_csrf.install(app)
     return app

@@ -302,3 +302,38 @@ LEGAL_AUTHORITIES: list[tuple[str, str, str, str, str, dict, bool]] = [
         True,
     ),
 ]
+
+# Standing consents a resident can give from the portal without being asked first:
+# (code, recipient, sources, categories, purpose, days, English notice, French notice)
+CONSENT_OFFERS: list[tuple[str, str, tuple[str, ...], tuple[str, ...], str, int, str, str]] = [
+    (
+        "osap-income-yearly",
+        "MCURES",
+        ("FIN",),
+        ("income",),
+        "eligibility",
+        365,
+        "The Ontario Student Assistance Program may receive your income from the Ministry of Finance for one year, to assess your eligibility without asking you for your notice of assessment.",
+        "Le Régime d'aide financière aux étudiantes et étudiants de l'Ontario peut recevoir votre revenu du ministère des Finances pendant un an, pour évaluer votre admissibilité sans vous demander votre avis de cotisation.",
+    ),
+    (
+        "mto-address-serviceontario",
+        "MTO",
+        ("MPBSDP",),
+        ("address",),
+        "licence-renewal",
+        730,
+        "The Ministry of Transportation may receive your current address from ServiceOntario for two years, so that you do not need to tell it again when you move.",
+        "Le ministère des Transports peut recevoir votre adresse actuelle de ServiceOntario pendant deux ans, pour que vous n'ayez pas à la lui redonner quand vous déménagez.",
+    ),
+    (
+        "ow-income-yearly",
+        "MCCSS",
+        ("FIN",),
+        ("income",),
+        "benefit-calculation",
+        365,
+        "Ontario Works may receive your income from the Ministry of Finance for one year, to calculate your assistance.",
+        "Ontario au travail peut recevoir votre revenu du ministère des Finances pendant un an, pour calculer votre aide.",
+    ),
+]

@@ -327,3 +327,54 @@ def return_location(consent: Consent) -> str | None:
     parts = urlsplit(consent.return_url)
     query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), *params.items()])
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+async def give_standing(
+    ledger: TransparencyLog,
+    pseudonym: str,
+    recipient: str,
+    sources: frozenset[str],
+    categories: frozenset[str],
+    purpose: str,
+    days: int,
+    notice_text: str,
+    *,
+    now: datetime | None = None,
+) -> tuple[Consent, Appended]:
+    """The person gives a standing (repeated-use) consent from an offer, in the portal.
+
+    Raises Invalid for unknown codes.
+    """
+    now = now or datetime.now(UTC)
+    terms = ConsentTerms(
+        person_id="-",
+        sources=sources,
+        categories=categories,
+        purpose=purpose,
+        valid_from=now,
+        valid_until=now + timedelta(days=days),
+        one_time=False,
+        notice_text=notice_text,
+    )
+    await _validate(terms, now)
+    consent = await Consent.create(
+        id=uuid.uuid4(),
+        pseudonym=pseudonym,
+        recipient=await Ministry.get(code=recipient),
+        sources=sorted(sources),
+        categories=sorted(categories),
+        purpose_id=purpose,
+        status=ConsentStatus.ACTIVE,
+        one_time=False,
+        valid_from=terms.valid_from,
+        valid_until=terms.valid_until,
+        notice_text=notice_text,
+        notice_hash=notice_hash(notice_text),
+        decided_at=now,
+    )
+    try:
+        appended = await _record(ledger, consent, PORTAL, ConsentStatus.ACTIVE, now)
+    except BaseException:
+        await Consent.filter(id=consent.id).delete()
+        raise
+    return consent, appended

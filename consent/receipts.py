@@ -111,3 +111,28 @@ def read_receipt(token: str, public_key: Any, issuer: str) -> dict[str, Any]:
     return jwt.decode(
         token, public_key, algorithms=["ES256"], issuer=issuer, options={"require": ["iss"]}
     )
+
+
+async def facts_of(consent: Any, language: str = "en") -> ReceiptFacts:
+    """Gather a stored consent's receipt facts (fetches its recipient and purpose)."""
+    await consent.fetch_related("recipient", "purpose")
+    recipient, purpose = consent.recipient, consent.purpose
+    return ReceiptFacts(
+        consent_id=str(consent.id),
+        status=str(consent.status),
+        pseudonym=consent.pseudonym,
+        recipient_code=recipient.code,
+        recipient_name=recipient.name_fr if language == "fr" else recipient.name_en,
+        sources=tuple(consent.sources),
+        categories=tuple(consent.categories),
+        purpose_code=purpose.code,
+        purpose_label=purpose.label_fr if language == "fr" else purpose.label_en,
+        purpose_dpv=purpose.dpv_term,
+        one_time=consent.one_time,
+        valid_from=consent.valid_from,
+        valid_until=consent.valid_until,
+        decided_at=consent.decided_at,
+        notice_hash=consent.notice_hash,
+        ledger_index=None,
+        language=language,
+    )

@@ -37,7 +37,7 @@ from consent.holdings import HoldingDeclaration, register_holdings
 from consent.identity import Actor
 from consent.lifecycle import ConsentTerms, create_request
 from consent.models import Consent, ConsentStatus, Holding, Notification
-from consent.receipts import ReceiptFacts, receipt_claims, sign_receipt
+from consent.receipts import facts_of, receipt_claims, sign_receipt
 from ledger.sequencer import Appended
 
 
@@ -131,11 +131,13 @@ async def post_consent_request(request: Request) -> Response:
         except ConsentError as exc:
             raise domain_problem(exc) from exc
         document = consent_document(consent, services, appended)
-        return JSONResponse(
-            document, status_code=201, headers={"Location": f"/api/v1/consents/{consent.id}"}
-        )
+        return JSONResponse(document, status_code=201, headers=_location(document))
 
-    return await idempotent(request, token.client_id, run)
+    return await idempotent(request, token.client_id, run, _location)
+
+
+def _location(document: dict[str, Any]) -> dict[str, str]:
+    return {"Location": f"/api/v1/consents/{document['id']}"}
 
 
 def consent_document(
@@ -216,9 +218,13 @@ def _is_consent_position(value: Any) -> bool:
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
         return False
     try:
-        datetime.fromisoformat(value[0])
+        moment = datetime.fromisoformat(value[0])
         uuid.UUID(value[1])
-    except ValueError:
+        # This API's cursors hold aware moments that convert to UTC, as the database needs.
+        if moment.tzinfo is None:
+            return False
+        moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return False
     return True
 
@@ -227,24 +233,7 @@ async def get_receipt(request: Request) -> Response:
     token = await require(request, "consent:read")
     consent = await _visible_consent(request, token)
     services = _services(request)
-    facts = ReceiptFacts(
-        consent_id=str(consent.id),
-        status=str(consent.status),
-        pseudonym=consent.pseudonym,
-        recipient_code=consent.recipient.code,
-        recipient_name=consent.recipient.name_en,
-        sources=tuple(consent.sources),
-        categories=tuple(consent.categories),
-        purpose_code=consent.purpose.code,
-        purpose_label=consent.purpose.label_en,
-        purpose_dpv=consent.purpose.dpv_term,
-        one_time=consent.one_time,
-        valid_from=consent.valid_from,
-        valid_until=consent.valid_until,
-        decided_at=consent.decided_at,
-        notice_hash=consent.notice_hash,
-        ledger_index=None,
-    )
+    facts = await facts_of(consent)
     claims = receipt_claims(facts, services.settings.base_url, datetime.now(UTC))
     key = services.receipt_key
     return Response(
@@ -342,8 +331,17 @@ def _notification_document(n: Notification) -> dict[str, Any]:
 async def list_notifications(request: Request) -> Response:
     token = await require(request, "notifications:read")
     after, limit = page_params(request)
+    unacknowledged = request.query_params.get("unacknowledged")
+    if unacknowledged not in (None, "true", "false"):
+        raise Problem(
+            400,
+            "validation",
+            "Validation failed",
+            "unacknowledged must be true or false.",
+            errors=[{"field": "unacknowledged", "message": "must be true or false"}],
+        )
     query = Notification.filter(ministry__code=token.ministry).order_by("id")
-    if request.query_params.get("unacknowledged") == "true":
+    if unacknowledged == "true":
         query = query.filter(acknowledged_at__isnull=True)
     if after is not None:
         query = query.filter(id__gt=after)
@@ -359,7 +357,7 @@ async def acknowledge_notification(request: Request) -> Response:
     token = await require(request, "notifications:read")
     raw = request.path_params["notification_id"]
     notification = None
-    if raw.isdigit() and len(raw) < 19:
+    if raw.isascii() and raw.isdigit() and len(raw) < 19:
         notification = await Notification.get_or_none(id=int(raw), ministry__code=token.ministry)
     if notification is None:
         raise Problem(404, "not-found", "Not found", "No such notification.")

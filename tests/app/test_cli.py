@@ -137,7 +137,7 @@ def test_serve_answers_then_stops_on_sigterm(
         assert ready.status_code == 200
         page = httpx.get(base + "/", timeout=5)
         assert page.status_code == 200
-        assert "Ministry of Health" in page.text
+        assert 'href="/auth/sign-in"' in page.text
         assert "Demonstration" in page.text
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -60,11 +60,8 @@ async def test_unknown_page_is_a_readable_page(client: httpx.AsyncClient) -> Non
     assert '<html lang="en">' in r.text
 
 
-async def test_home_page_lists_seeded_ministries(client: httpx.AsyncClient) -> None:
-    from app.seed import seed_reference
-
-    await seed_reference()
+async def test_home_page_invites_to_sign_in(client: httpx.AsyncClient) -> None:
     r = await client.get("/")
     assert r.status_code == 200
-    assert "Ministry of Transportation" in r.text
-    assert "ServiceOntario" in r.text
+    assert 'href="/auth/sign-in"' in r.text
+    assert "Your data, used once, with your say" in r.text
