@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.applications import Starlette
@@ -17,11 +18,13 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from app import health, ledger_api, portal
+from app.alerts import SmtpServer, send_due_alerts
 from app.api import openapi
 from app.api import routes as api_routes
 from app.auth import csrf as auth_csrf
 from app.auth import devprovider
 from app.auth import routes as auth_routes
+from app.auth.sessions import purge_ended_sessions
 from app.middleware import LanguageAndSecurity
 from app.notifications import NotificationDelivery, background
 from app.oauth import server as oauth_server
@@ -61,6 +64,19 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
                     await expire_due(services.ledger)
 
                 steps = {"notifications": (1.0, delivery.deliver_due), "expiry": (30.0, expire)}
+                steps["sessions"] = (3600.0, purge_ended_sessions)
+                if settings.smtp_host:
+                    smtp = SmtpServer(
+                        settings.smtp_host,
+                        settings.smtp_port,
+                        settings.smtp_from,
+                        settings.smtp_starttls,
+                    )
+
+                    async def alert() -> None:
+                        await send_due_alerts(services.ledger.db, smtp, settings.base_url)
+
+                    steps["alerts"] = (10.0, alert)
                 async with background(steps):
                     yield
         finally:
@@ -103,10 +119,14 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
     if DESIGN_SYSTEM_DIR.is_dir():
         routes.insert(0, Mount("/static/ods", app=StaticFiles(directory=DESIGN_SYSTEM_DIR)))
     https = settings.base_url.startswith("https://")
+    form_origins: tuple[str, ...] = ()
+    if settings.oidc_issuer and not settings.uses_dev_oidc:
+        issuer = urlsplit(settings.oidc_issuer)
+        form_origins = (f"{issuer.scheme}://{issuer.netloc}",)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(LanguageAndSecurity, https=https)],
+        middleware=[Middleware(LanguageAndSecurity, https=https, form_origins=form_origins)],
         exception_handlers={
             HTTPException: on_http_error,
             Problem: on_problem,

@@ -8,14 +8,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.i18n import LANGUAGE_COOKIE, LANGUAGES, language_of, reset_language, set_language
 
+
 # No inline script or style anywhere: everything comes from our own origin.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'; object-src 'none'"
-)
+def content_security_policy(form_origins: tuple[str, ...] = ()) -> str:
+    """The policy; ``form_origins`` are other origins a form may lead to (Chrome applies
+    form-action to the redirect after a form, e.g. sign-out at the identity provider)."""
+    form_action = " ".join(("'self'", *form_origins))
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        f"form-action {form_action}; object-src 'none'"
+    )
+
+
 SECURITY_HEADERS = {
-    "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
@@ -27,9 +33,12 @@ class LanguageAndSecurity:
     """Sets the language for the request (and remembers an explicit ``?lang=``), and adds
     the security headers to every HTTP answer."""
 
-    def __init__(self, app: ASGIApp, *, https: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, *, https: bool = False, form_origins: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.https = https
+        self.csp = content_security_policy(form_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,6 +53,7 @@ class LanguageAndSecurity:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                headers.setdefault("content-security-policy", self.csp)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
                 if self.https:

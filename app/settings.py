@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 PREFIX = "ONCEONLY_"
@@ -23,6 +24,11 @@ _FALSE = {"0", "false", "no", "off", ""}
 DEFAULT_LOG_ORIGIN = "onceonly.localhost/ledger"
 
 SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
+
+#: Where the built-in development OpenID Connect provider is mounted (demo mode only);
+#: in demo mode the default ONCEONLY_OIDC_ISSUER is BASE_URL followed by this path.
+DEV_OIDC_PATH = "/dev-oidc"
+DEMO_OIDC_CLIENT_ID = "onceonly-portal"
 
 
 class SettingsError(ValueError):
@@ -49,6 +55,18 @@ class Settings:
     log_level: str = "info"
     log_origin: str = DEFAULT_LOG_ORIGIN
     pseudonym_key_file: Path | None = None
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)
+    oidc_subject_claim: str = "sub"
+    oidc_auditor_claim: str = "onceonly_role"
+    oidc_auditor_value: str = "auditor"
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "onceonly@localhost"
+    smtp_starttls: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -61,6 +79,11 @@ class Settings:
     def secrets_dir(self) -> Path:
         """Where generated secrets live (created with 0700, files with 0600)."""
         return self.var_dir / "secrets"
+
+    @property
+    def uses_dev_oidc(self) -> bool:
+        """Whether sign-in goes to the built-in development provider (demo mode only)."""
+        return self.demo and self.oidc_issuer == self.base_url + DEV_OIDC_PATH
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -87,6 +110,17 @@ class Settings:
         if not log_origin or any(c.isspace() for c in log_origin) or "+" in log_origin:
             raise SettingsError("ONCEONLY_LOG_ORIGIN must be one word without spaces or '+'")
         key_file = env.pop("PSEUDONYM_KEY_FILE", "")
+        oidc = _parse_oidc(env, base_url.rstrip("/"), demo)
+        idle_minutes = _pop_count(env, "SESSION_IDLE_MINUTES", default=30, maximum=24 * 60)
+        max_hours = _pop_count(env, "SESSION_MAX_HOURS", default=12, maximum=7 * 24)
+        smtp_host = env.pop("SMTP_HOST", "") or None
+        if smtp_host is not None:
+            _check_host(smtp_host)
+        smtp_port = _parse_port(env.pop("SMTP_PORT", "25"), "SMTP_PORT")
+        smtp_from = env.pop("SMTP_FROM", "") or "onceonly@localhost"
+        if "@" not in smtp_from or any(c.isspace() for c in smtp_from):
+            raise SettingsError(f"ONCEONLY_SMTP_FROM must be an e-mail address, not {smtp_from!r}")
+        smtp_starttls = _parse_bool("SMTP_STARTTLS", env.pop("SMTP_STARTTLS", "false"))
         return cls(
             var_dir=var_dir,
             database_url=database_url,
@@ -97,6 +131,13 @@ class Settings:
             log_level=log_level,
             log_origin=log_origin,
             pseudonym_key_file=Path(key_file) if key_file else None,
+            **oidc,
+            session_idle_minutes=idle_minutes,
+            session_max_hours=max_hours,
+            smtp_host=smtp_host,
+            smtp_port=smtp_port,
+            smtp_from=smtp_from,
+            smtp_starttls=smtp_starttls,
             extra=env,
         )
 
@@ -110,15 +151,81 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise SettingsError(f"ONCEONLY_{name} must be true or false, not {raw!r}")
 
 
-def _parse_port(raw: str) -> int:
+def _parse_oidc(env: dict[str, str], base_url: str, demo: bool) -> dict[str, Any]:
+    """The OpenID Connect sign-in settings (popped from ``env``).
+
+    Without an issuer sign-in is off (the sign-in page says it is not configured); in
+    demo mode the issuer defaults to the built-in development provider, whose client
+    secret is generated under var/secrets when ONCEONLY_OIDC_CLIENT_SECRET is not set.
+    """
+    builtin = base_url + DEV_OIDC_PATH
+    issuer = env.pop("OIDC_ISSUER", "").strip() or (builtin if demo else "")
+    client_id = env.pop("OIDC_CLIENT_ID", "").strip() or (DEMO_OIDC_CLIENT_ID if demo else "")
+    secret = env.pop("OIDC_CLIENT_SECRET", "")
+    claims = {
+        name: env.pop(name, "").strip() or default
+        for name, default in (
+            ("OIDC_SUBJECT_CLAIM", "sub"),
+            ("OIDC_AUDITOR_CLAIM", "onceonly_role"),
+            ("OIDC_AUDITOR_VALUE", "auditor"),
+        )
+    }
+    for name, value in claims.items():
+        if any(c.isspace() for c in value):
+            raise SettingsError(f"ONCEONLY_{name} must be one word without spaces, not {value!r}")
+    if issuer:
+        _check_issuer(issuer, demo)
+        if not client_id:
+            raise SettingsError(
+                "ONCEONLY_OIDC_CLIENT_ID is required when ONCEONLY_OIDC_ISSUER is set: "
+                "the client id the identity provider registered for Onceonly"
+            )
+        if not secret and not (demo and issuer == builtin):
+            raise SettingsError(
+                "ONCEONLY_OIDC_CLIENT_SECRET is required when ONCEONLY_OIDC_ISSUER is set: "
+                "the client secret the identity provider registered for Onceonly"
+            )
+    return {
+        "oidc_issuer": issuer or None,
+        "oidc_client_id": client_id or None,
+        "oidc_client_secret": secret or None,
+        "oidc_subject_claim": claims["OIDC_SUBJECT_CLAIM"],
+        "oidc_auditor_claim": claims["OIDC_AUDITOR_CLAIM"],
+        "oidc_auditor_value": claims["OIDC_AUDITOR_VALUE"],
+    }
+
+
+def _check_issuer(issuer: str, demo: bool) -> None:
+    parts = urlsplit(issuer)
+    local = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or (parts.scheme == "http" and not (demo or local))
+    ):
+        raise SettingsError(
+            "ONCEONLY_OIDC_ISSUER must be the identity provider's https URL, without query "
+            f"or fragment (http only for localhost or in demo mode), not {issuer!r}"
+        )
+
+
+def _pop_count(env: dict[str, str], name: str, *, default: int, maximum: int) -> int:
+    raw = env.pop(name, "").strip() or str(default)
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
+        raise SettingsError(f"ONCEONLY_{name} must be a number from 1 to {maximum}, not {raw!r}")
+    return int(raw)
+
+
+def _parse_port(raw: str, name: str = "PORT") -> int:
+    message = f"ONCEONLY_{name} must be a number from 1 to 65535, not {raw!r}"
     try:
         port = int(raw)
     except ValueError:
-        raise SettingsError(
-            f"ONCEONLY_PORT must be a number from 1 to 65535, not {raw!r}"
-        ) from None
+        raise SettingsError(message) from None
     if not 1 <= port <= 65535:
-        raise SettingsError(f"ONCEONLY_PORT must be a number from 1 to 65535, not {raw!r}")
+        raise SettingsError(message)
     return port
 
 

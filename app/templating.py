@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -40,6 +41,7 @@ def make_templates(settings: Settings) -> Jinja2Templates:
         format_date=format_date,
         format_datetime=format_datetime,
         label=label,
+        format_duration=format_duration,
     )
     return templates
 
@@ -75,3 +77,24 @@ def label(row: object) -> str:
         if value:
             return str(value)
     return str(getattr(row, "code", row))
+
+
+_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
+
+
+def format_duration(value: str) -> str:
+    """An ISO 8601 duration such as ``P7Y`` in words ("7 years", "7 ans")."""
+    match = _DURATION.match(value or "")
+    if not match or not any(match.groups()):
+        return value
+    years, months, weeks, days = (int(g) if g else 0 for g in match.groups())
+    parts = []
+    if years:
+        parts.append(i18n.ngettext("%(num)s year", "%(num)s years", years))
+    if months:
+        parts.append(i18n.ngettext("%(num)s month", "%(num)s months", months))
+    if weeks:
+        parts.append(i18n.ngettext("%(num)s week", "%(num)s weeks", weeks))
+    if days:
+        parts.append(i18n.ngettext("%(num)s day", "%(num)s days", days))
+    return ", ".join(parts)

@@ -65,7 +65,7 @@ async def test_home_shows_holdings_flows_and_consents(
     assert r.status_code == 200
     assert "Ontario Health Insurance Plan (OHIP)" in r.text
     assert "Health Insurance Act, s. 10" in r.text
-    assert "P10Y" in r.text
+    assert "10 years" in r.text
     assert "<svg" in r.text and "Flows of your data" in r.text
     assert "Withdraw this consent" in r.text
     french = await client.get("/?lang=fr")
