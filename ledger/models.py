@@ -88,3 +88,18 @@ class LedgerCheckpoint(Model):
 
     class Meta:
         table = "ledger_checkpoint"
+
+
+class LedgerCosignature(Model):
+    """A witness's cosignature (C2SP tlog-cosignature) of the checkpoint of ``size``,
+    kept as the exact signature line to attach to the published checkpoint."""
+
+    id = fields.BigIntField(primary_key=True)
+    size = fields.BigIntField(db_index=True)
+    witness = fields.CharField(max_length=200)
+    line = fields.TextField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "ledger_cosignature"
+        unique_together = (("size", "witness"),)

@@ -1,0 +1,1 @@
+"""The privacy commissioner's audit: explore, detect, export, verify, witness."""
