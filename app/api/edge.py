@@ -27,6 +27,9 @@ MAX_BODY = 64 * 1024
 MAX_BATCH_BODY = 1024 * 1024
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+#: No request schema nests deeper than this; deeper documents are refused before the
+#: validator recurses into them.
+MAX_DEPTH = 16
 #: An Idempotency-Key still in progress after this long belongs to a request that died.
 STALE = timedelta(seconds=60)
 
@@ -45,8 +48,9 @@ async def read_json(request: Request, schema: dict[str, Any], limit: int = MAX_B
     """Read the body as JSON and validate it against ``schema``.
 
     Raises Problem 415 for another media type, 413 above ``limit`` bytes, 400 for
-    malformed JSON and 422 with field errors for anything the schema refuses
-    (unknown fields included).
+    malformed JSON (including a string with a lone surrogate, which is not Unicode and
+    which no database stores, and nesting deeper than MAX_DEPTH) and 422 with field
+    errors for anything the schema refuses (unknown fields included).
     """
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json":
@@ -67,6 +71,8 @@ async def read_json(request: Request, schema: dict[str, Any], limit: int = MAX_B
     request.state.raw_body = bytes(body)
     try:
         document = json.loads(body, parse_constant=_refuse_constant)
+        _check_depth(document)
+        json.dumps(document, ensure_ascii=False).encode()
     except (ValueError, RecursionError):
         raise Problem(
             400, "malformed-json", "Malformed JSON", "The body is not valid JSON."
@@ -82,10 +88,15 @@ async def read_json(request: Request, schema: dict[str, Any], limit: int = MAX_B
 
 
 def parse_time(value: str, field: str) -> datetime:
-    """An RFC 3339 date-time (already pattern-checked) as an aware datetime."""
+    """An RFC 3339 date-time (already pattern-checked) as an aware datetime.
+
+    Raises Problem 422 for a day the calendar does not have, or a moment that is out of
+    range once in UTC (e.g. 0001-01-01T00:00:00+05:00).
+    """
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise validation_problem([{"field": field, "message": "not a real date-time"}]) from None
     return parsed
 
@@ -116,7 +127,8 @@ def page_params(request: Request, check: Callable[[Any], bool] | None = None) ->
     a malformed cursor or limit.
     """
     raw_limit = request.query_params.get("limit", str(DEFAULT_PAGE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    digits = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 10
+    if not digits or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise Problem(
             400,
             "validation",
@@ -155,13 +167,18 @@ def next_cursor(after: Any) -> str | None:
 
 
 async def idempotent(
-    request: Request, client_id: str, run: Callable[[], Awaitable[Response]]
+    request: Request,
+    client_id: str,
+    run: Callable[[], Awaitable[Response]],
+    replay_headers: Callable[[Any], dict[str, str]] | None = None,
 ) -> Response:
     """Run a POST once per ``Idempotency-Key``: a retry gets the first answer back.
 
     The key is scoped to the client. Reusing a key for a different request is a 422
     problem; a retry while the first is still running is a 409 with Retry-After.
-    Server errors are not remembered, so the retry runs again.
+    Server errors are not remembered, so the retry runs again. Only the status and
+    body are remembered: ``replay_headers`` rebuilds the headers of a successful first
+    answer (e.g. its Location) from its JSON body.
     """
     key = request.headers.get("idempotency-key")
     if key is None:
@@ -191,7 +208,7 @@ async def idempotent(
         if existing.status_code is None and existing.created_at < datetime.now(UTC) - STALE:
             # The first attempt died mid-way (its process was killed): let this one run.
             await IdempotencyRecord.filter(id=existing.id, status_code__isnull=True).delete()
-            return await idempotent(request, client_id, run)
+            return await idempotent(request, client_id, run, replay_headers)
         if existing.status_code is None:
             raise Problem(
                 409,
@@ -200,11 +217,14 @@ async def idempotent(
                 "The first request with this Idempotency-Key is still running.",
                 headers={"Retry-After": "1"},
             ) from None
+        headers = {"Idempotency-Replayed": "true"}
+        if replay_headers is not None and existing.status_code < 400 and existing.response:
+            headers.update(replay_headers(json.loads(existing.response)))
         return Response(
             existing.response or "",
             status_code=existing.status_code,
             media_type=_media(existing.status_code),
-            headers={"Idempotency-Replayed": "true"},
+            headers=headers,
         )
     try:
         response = await run()
@@ -273,6 +293,21 @@ def _message(error: Any) -> str:
     if kind == "enum":
         return f"must be one of {', '.join(map(str, value))}"
     return "is invalid"
+
+
+def _check_depth(document: Any) -> None:
+    """Raise ValueError when ``document`` nests deeper than MAX_DEPTH."""
+    level = [document]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for node in level
+            if isinstance(node, dict | list)
+            for child in (node.values() if isinstance(node, dict) else node)
+        ]
+        if not level:
+            return
+    raise ValueError("nested too deeply")
 
 
 def _refuse_constant(name: str) -> Any:

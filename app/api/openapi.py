@@ -46,6 +46,10 @@ LIMIT = {
     "schema": {"type": "integer", "minimum": 1, "maximum": 200},
 }
 CONSENT_ID = {"name": "consent_id", "in": "path", "required": True, "schema": schemas.UUID}
+COMPACT_JWS = {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$",
+}
 
 
 def _json(schema_name: str, description: str) -> dict[str, Any]:
@@ -59,6 +63,8 @@ def _json(schema_name: str, description: str) -> dict[str, Any]:
 
 def _body(schema_name: str) -> dict[str, Any]:
     return {
+        "description": "At most 64 KiB (1 MiB for holdings and batches); a larger body is "
+        "refused with 413.",
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
@@ -160,7 +166,18 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "post": _op(
                     "Ask a person for consent; send them to request_url",
                     "consent:request",
-                    {"201": _json("Consent", "The requested consent")},
+                    {
+                        "201": {
+                            **_json("Consent", "The requested consent"),
+                            "headers": {
+                                "Location": {
+                                    "description": "Where to read the consent",
+                                    "required": True,
+                                    "schema": {"type": "string", "pattern": "^/api/v1/consents/"},
+                                }
+                            },
+                        }
+                    },
                     body="ConsentRequest",
                     post=True,
                 ),
@@ -199,7 +216,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     {
                         "200": {
                             "description": "Compact JWS",
-                            "content": {"application/jwt": {"schema": {"type": "string"}}},
+                            "content": {"application/jwt": {"schema": COMPACT_JWS}},
                         }
                     },
                     parameters=[CONSENT_ID],

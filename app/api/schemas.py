@@ -9,6 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 CODE = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}
+#: The caller's own references, kept in ledger columns of 64 characters.
+REFERENCE = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"}
+#: Free text: anything but NUL, which PostgreSQL cannot store.
+TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}
 PERSON_ID = {
     "type": "string",
     "minLength": 1,
@@ -24,22 +28,25 @@ UUID = {
 DATE_TIME = {
     "type": "string",
     "maxLength": 40,
-    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$",
-    "description": "RFC 3339 date-time with an offset",
+    "pattern": r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$",
+    "description": "RFC 3339 date-time with an offset; a day the calendar does not have "
+    "(e.g. 02-30, or the year 0000) is refused with 422",
 }
-DATE = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+DATE = {"type": "string", "pattern": r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"}
 DURATION = {
     "type": "string",
     "maxLength": 32,
-    "pattern": r"^P(?=\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?$",
+    "pattern": r"^P(?=[0-9])([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?$",
     "description": "ISO 8601 duration in years, months, weeks or days, e.g. P7Y",
 }
 CODES = {"type": "array", "items": CODE, "minItems": 1, "maxItems": 50, "uniqueItems": True}
 URL = {
     "type": "string",
     "maxLength": 500,
-    "pattern": r"^(https://[^\s/$.?#][^\s]*|http://(localhost|127\.0\.0\.1)(:\d+)?(/[^\s]*)?)$",
-    "description": "https URL (http only for localhost)",
+    "pattern": r"^(https://[A-Za-z0-9\[][!-~]*|http://(localhost|127\.0\.0\.1)(:[0-9]+)?(/[!-~]*)?)$",
+    "description": "https URL in ASCII (http only for localhost)",
 }
 
 
@@ -74,9 +81,9 @@ CONSENT_REQUEST = obj(
         "valid_from": DATE_TIME,
         "valid_until": DATE_TIME,
         "one_time": {"type": "boolean"},
-        "notice_text": {"type": "string", "minLength": 1, "maxLength": 10000},
+        "notice_text": {**TEXT, "minLength": 1, "maxLength": 10000},
         "return_url": URL,
-        "state": {"type": "string", "minLength": 1, "maxLength": 500},
+        "state": {**TEXT, "minLength": 1, "maxLength": 500},
         "answer_by": DATE_TIME,
     },
     ["person_id", "sources", "categories", "purpose", "valid_until", "notice_text", "return_url"],
@@ -87,12 +94,12 @@ _CHECK_TERMS = {
     "purpose": CODE,
     "authority": CODE,
     "consent_id": UUID,
-    "case_id": CODE,
+    "case_id": REFERENCE,
     "hidden_until": DATE,
     "hidden_reason": CODE,
 }
 ACCESS_CHECK = obj(
-    {**_CHECK_TERMS, "person_id": PERSON_ID, "query_id": CODE},
+    {**_CHECK_TERMS, "person_id": PERSON_ID, "query_id": REFERENCE},
     ["person_id", "recipient", "categories", "purpose", "query_id"],
 )
 BATCH_ACCESS_CHECK = obj(
@@ -102,7 +109,9 @@ BATCH_ACCESS_CHECK = obj(
             "type": "array",
             "minItems": 1,
             "maxItems": 1000,
-            "items": obj({"person_id": PERSON_ID, "query_id": CODE}, ["person_id", "query_id"]),
+            "items": obj(
+                {"person_id": PERSON_ID, "query_id": REFERENCE}, ["person_id", "query_id"]
+            ),
         },
     },
     ["recipient", "categories", "purpose", "persons"],
@@ -119,7 +128,7 @@ LEDGER_REF = obj(
 )
 DECISION = obj(
     {
-        "query_id": CODE,
+        "query_id": REFERENCE,
         "decision": {"enum": ["permit", "deny"]},
         "basis": obj({"kind": {"enum": ["consent", "authority"]}, "ref": CODE}, ["kind", "ref"]),
         "reasons": {"type": "array", "items": {"type": "string"}},
