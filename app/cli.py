@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from app import ledger_cli
+from app import ledger_cli, witness_cli
 from app.db import DatabaseError, close_database, open_database
 from app.keyfiles import KeyFileError
 from app.oauth import cli as clients_cli
@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the web application")
     serve.add_argument("--host", help="address to listen on (default ONCEONLY_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default ONCEONLY_PORT)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1; the demo sign-in provider needs 1)",
+    )
     serve.set_defaults(handler=_serve)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
@@ -52,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(handler=_seed)
     ledger_cli.add_commands(commands)
     clients_cli.add_commands(commands)
+    witness_cli.add_commands(commands)
     return parser
 
 
@@ -157,12 +163,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(f"Onceonly is serving on http://{_url_host(host)}:{port}/", flush=True)
     if args.workers > 1:
-        config.fd = None
-        multiprocess_sock = sock
         from uvicorn.supervisors import Multiprocess
 
-        server = uvicorn.Server(config)
-        Multiprocess(config, target=server.run, sockets=[multiprocess_sock]).run()
+        # Each worker process serves the one socket bound above; the ledger's database
+        # lock keeps their appends in one order.
+        Multiprocess(config, sockets=[sock]).run()
     else:
         uvicorn.Server(config).run(sockets=[sock])
     return 0

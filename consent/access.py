@@ -8,10 +8,14 @@ the entry cannot be written.
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+
+from tortoise.connection import get_connection
 
 from consent.decision import (
     ONE_TIME_CONSENT_USED,
@@ -60,15 +64,73 @@ class Outcome:
     appended: Appended
 
 
-async def validate_terms(actor: Actor, terms: CheckTerms) -> None:
+@dataclass(frozen=True)
+class Reference:
+    """The codes an access check may name, and the legal authorities, as loaded."""
+
+    ministries: frozenset[str]
+    categories: frozenset[str]
+    purposes: frozenset[str]
+    authorities: dict[str, AuthorityState]
+
+
+_REFERENCE_MAX_AGE = 30.0
+_reference: tuple[int, float, Reference] | None = None
+
+
+async def reference(max_age: float = _REFERENCE_MAX_AGE) -> Reference:
+    """The reference data, read at most every ``max_age`` seconds per database.
+
+    It changes only when an operator seeds or edits it; reading it on every check was
+    the largest cost of a decision. Keyed by the connection, so another database never
+    sees this one's codes.
+    """
+    global _reference
+    db = get_connection("default")
+    connection = hash(
+        (
+            type(db).__name__,
+            getattr(db, "filename", None),
+            getattr(db, "database", None),
+            getattr(db, "host", None),
+            getattr(db, "schema", None),
+        )
+    )
+    now = time.monotonic()
+    if _reference is not None:
+        key, loaded, cached = _reference
+        if key == connection and now - loaded < max_age:
+            return cached
+    authorities = {}
+    for row in await LegalAuthority.all():
+        permits = row.permits or {}
+        authorities[row.code] = AuthorityState(
+            code=row.code,
+            sources=frozenset(permits.get("sources", [])),
+            recipients=frozenset(permits.get("recipients", [])),
+            categories=frozenset(permits.get("categories", [])),
+            purposes=frozenset(permits.get("purposes", [])),
+            consent_required=row.consent_required,
+        )
+    loaded_reference = Reference(
+        ministries=frozenset(await Ministry.all().values_list("code", flat=True)),
+        categories=frozenset(await DataCategory.all().values_list("code", flat=True)),
+        purposes=frozenset(await Purpose.all().values_list("code", flat=True)),
+        authorities=authorities,
+    )
+    _reference = (connection, now, loaded_reference)
+    return loaded_reference
+
+
+async def validate_terms(actor: Actor, terms: CheckTerms) -> Reference:
     """Check that every code in ``terms`` is known. Raises Invalid naming the fields."""
+    known = await reference()
     errors = []
-    if not await Ministry.exists(code=terms.recipient):
+    if terms.recipient not in known.ministries:
         errors.append({"field": "recipient", "message": f"unknown ministry {terms.recipient}"})
-    known = {c.code for c in await DataCategory.filter(code__in=list(terms.categories))}
-    for missing in sorted(terms.categories - known):
+    for missing in sorted(terms.categories - known.categories):
         errors.append({"field": "categories", "message": f"unknown data category {missing}"})
-    if not await Purpose.exists(code=terms.purpose):
+    if terms.purpose not in known.purposes:
         errors.append({"field": "purpose", "message": f"unknown purpose {terms.purpose}"})
     if (terms.hidden_until is None) != (terms.hidden_reason is None):
         errors.append(
@@ -80,6 +142,7 @@ async def validate_terms(actor: Actor, terms: CheckTerms) -> None:
         )
     if errors:
         raise Invalid("The access check names something unknown.", errors)
+    return known
 
 
 async def check_access(
@@ -99,9 +162,9 @@ async def check_access(
     codes (nothing recorded) and LedgerUnavailable when the ledger cannot record
     (nothing answered, one-time consents released).
     """
-    await validate_terms(actor, terms)
+    known = await validate_terms(actor, terms)
     now = now or datetime.now(UTC)
-    authority = await _authority(terms.authority)
+    authority = known.authorities.get(terms.authority) if terms.authority else None
     pseudonyms = [pseudonymizer.person(check.person_id) for check in checks]
     by_person = await _consents(set(pseudonyms))
     claimed: list[str] = []
@@ -144,29 +207,44 @@ def new_bulk_job_id() -> str:
     return f"bulk-{uuid.uuid4()}"
 
 
-async def _authority(code: str | None) -> AuthorityState | None:
-    if code is None:
-        return None
-    row = await LegalAuthority.get_or_none(code=code)
-    if row is None:
-        return None
-    permits = row.permits or {}
-    return AuthorityState(
-        code=row.code,
-        sources=frozenset(permits.get("sources", [])),
-        recipients=frozenset(permits.get("recipients", [])),
-        categories=frozenset(permits.get("categories", [])),
-        purposes=frozenset(permits.get("purposes", [])),
-        consent_required=row.consent_required,
-    )
-
-
 async def _consents(pseudonyms: set[str]) -> dict[str, list[ConsentState]]:
-    rows = await Consent.filter(pseudonym__in=list(pseudonyms)).prefetch_related("recipient")
+    # One query with the recipient's code joined in, not a query per relation.
+    rows = await Consent.filter(pseudonym__in=list(pseudonyms)).values(
+        "id",
+        "pseudonym",
+        "status",
+        "recipient__code",
+        "sources",
+        "categories",
+        "purpose_id",
+        "valid_from",
+        "valid_until",
+        "one_time",
+        "used_at",
+    )
     out: dict[str, list[ConsentState]] = {}
     for row in rows:
-        out.setdefault(row.pseudonym, []).append(consent_state(row))
+        out.setdefault(row["pseudonym"], []).append(
+            ConsentState(
+                id=str(row["id"]),
+                status=str(row["status"]),
+                recipient=row["recipient__code"],
+                sources=frozenset(_json_list(row["sources"])),
+                categories=frozenset(_json_list(row["categories"])),
+                purpose=row["purpose_id"],
+                valid_from=row["valid_from"],
+                valid_until=row["valid_until"],
+                one_time=bool(row["one_time"]),
+                used=row["used_at"] is not None,
+            )
+        )
     return out
+
+
+def _json_list(value: object) -> list[str]:
+    if isinstance(value, str):
+        return list(json.loads(value))
+    return list(value or [])
 
 
 def consent_state(row: Consent) -> ConsentState:

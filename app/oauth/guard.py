@@ -17,6 +17,7 @@ The token itself never appears in a problem, a header or a log line.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 
@@ -63,6 +64,45 @@ class ClientStatusCache:
         self._known.clear()
 
 
+class VerifiedTokenCache:
+    """Tokens already verified, by the SHA-256 of the token, until they expire.
+
+    Verifying an ES256 signature is the largest cost of a small API call; a client sends
+    the same token for minutes. Only a token that verified is kept, only until its own
+    ``exp``, and the client's status is still checked on every call.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._tokens: dict[bytes, AccessToken] = {}
+        self._limit = limit
+
+    def get(self, raw: str) -> AccessToken | None:
+        key = hashlib.sha256(raw.encode()).digest()
+        token = self._tokens.get(key)
+        if token is not None and token.exp <= time.time():
+            del self._tokens[key]
+            return None
+        return token
+
+    def put(self, raw: str, token: AccessToken) -> None:
+        if len(self._tokens) >= self._limit:
+            now = time.time()
+            self._tokens = {k: t for k, t in self._tokens.items() if t.exp > now}
+            if len(self._tokens) >= self._limit:
+                self._tokens.clear()
+        self._tokens[hashlib.sha256(raw.encode()).digest()] = token
+
+
+def verified_tokens(request: Request) -> VerifiedTokenCache:
+    """The application's cache of verified tokens, created on first use."""
+    state = request.app.state
+    cache: VerifiedTokenCache | None = getattr(state, "oauth_verified_tokens", None)
+    if cache is None:
+        cache = VerifiedTokenCache()
+        state.oauth_verified_tokens = cache
+    return cache
+
+
 def client_status(request: Request) -> ClientStatusCache:
     """The application's client status cache, created on first use."""
     state = request.app.state
@@ -82,10 +122,15 @@ async def require(request: Request, scope: str) -> AccessToken:
     ``insufficient-scope`` when it lacks ``scope``.
     """
     raw = bearer_token(request)
-    try:
-        token = verify_access_token(raw, request.app.state.settings, key_ring(request).verification)
-    except InvalidToken as exc:
-        raise _invalid_token(exc.reason) from None
+    token = verified_tokens(request).get(raw)
+    if token is None:
+        try:
+            token = verify_access_token(
+                raw, request.app.state.settings, key_ring(request).verification
+            )
+        except InvalidToken as exc:
+            raise _invalid_token(exc.reason) from None
+        verified_tokens(request).put(raw, token)
     if not await client_status(request).is_active(token.client_id):
         raise _invalid_token("the client is disabled or no longer registered")
     if scope not in token.scopes:

@@ -169,3 +169,34 @@ def test_serve_refuses_a_key_for_another_log(tmp_path: Path) -> None:
         "serve", "--port", str(free_port()), var=tmp_path, ONCEONLY_LOG_ORIGIN="other.example/log"
     )
     assert_one_line_error(result, "a log's origin never changes")
+
+
+def test_serve_with_two_workers(tmp_path: Path) -> None:
+    assert onceonly("migrate", var=tmp_path).returncode == 0
+    assert onceonly("seed", var=tmp_path).returncode == 0
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
+    environ["ONCEONLY_VAR_DIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        answers = set()
+        while len(answers) < 1:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                answers.add(r.status_code)
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        assert answers == {200}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert "TypeError" not in err
