@@ -3,6 +3,7 @@ so nothing of anyone else can be reached."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -136,22 +137,42 @@ async def own_entry(db: LedgerDatabase, pseudonym: str, index: int) -> tuple[byt
     return bytes(rows[0][0]), bytes(rows[0][1])
 
 
-async def flows(db: LedgerDatabase, pseudonym: str, limit: int = 2000) -> list[Flow]:
-    """Who shared what about the person with whom, by consent or by law (visible entries)."""
-    rows = await visible_entries(db, pseudonym, limit=limit)
+FLOW_WINDOW = 2000
+
+
+async def flows(
+    db: LedgerDatabase, pseudonym: str, limit: int = FLOW_WINDOW
+) -> tuple[list[Flow], bool]:
+    """Who shared what about the person with whom, by consent or by law, over their
+    ``limit`` most recent visible permitted accesses; and whether there were more.
+
+    Reads the leaves with a plain JSON parse: they were validated when appended and the
+    tree protects them, and this page must not pay for full decoding.
+    """
+    today = datetime.now(UTC).date()
+    rows = await db.fetch(
+        "SELECT e.leaf FROM ledger_opening o JOIN ledger_entry e ON e.idx = o.idx "
+        "WHERE o.pseudonym = ? AND e.entry_type = 'access.permitted' "
+        "AND (e.hidden_until IS NULL OR e.hidden_until <= ?) ORDER BY o.idx DESC LIMIT ?",
+        pseudonym,
+        today,
+        limit + 1,
+    )
     counted: dict[tuple[str, str, str], tuple[int, set[str]]] = {}
-    for row in rows:
-        entry = row.entry
-        if entry.type != "access.permitted" or not entry.recipient_org:
+    for row in rows[:limit]:
+        entry = json.loads(bytes(row[0]))
+        recipient = entry.get("recipient_org")
+        if not recipient:
             continue
-        for source in entry.source_orgs or (entry.actor_org,):
-            key = (source, entry.recipient_org, entry.basis.kind)
+        for source in entry.get("source_orgs") or [entry["actor_org"]]:
+            key = (source, recipient, entry["basis"]["kind"])
             count, cats = counted.get(key, (0, set()))
-            counted[key] = (count + 1, cats | set(entry.categories))
-    return [
+            counted[key] = (count + 1, cats | set(entry["categories"]))
+    found = [
         Flow(source, recipient, kind, count, tuple(sorted(cats)))
         for (source, recipient, kind), (count, cats) in sorted(counted.items())
     ]
+    return found, len(rows) > limit
 
 
 async def consents_of(pseudonym: str) -> dict[str, list[Consent]]:

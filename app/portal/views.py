@@ -64,14 +64,14 @@ async def home(request: Request) -> Response:
         "portal/home.html",
         session,
         holdings=await queries.holdings_by_ministry(session.pseudonym),
-        diagram=flow_diagram(await queries.flows(services.ledger.db, session.pseudonym)),
+        diagram=flow_diagram(*await queries.flows(services.ledger.db, session.pseudonym)),
         names=await queries.names(),
         active=consents["active"],
         waiting=consents["requested"],
     )
 
 
-def flow_diagram(flows: list[queries.Flow]) -> dict[str, object]:
+def flow_diagram(flows: list[queries.Flow], capped: bool = False) -> dict[str, object]:
     """Positions for the picture of flows: sources on the left, recipients on the right."""
     sources = sorted({f.source for f in flows})
     recipients = sorted({f.recipient for f in flows})
@@ -82,6 +82,8 @@ def flow_diagram(flows: list[queries.Flow]) -> dict[str, object]:
 
     return {
         "flows": flows,
+        "capped": capped,
+        "window": queries.FLOW_WINDOW,
         "height": 30 + rows * 56,
         "sources": [(code, y(i)) for i, code in enumerate(sources)],
         "recipients": [(code, y(i)) for i, code in enumerate(recipients)],
