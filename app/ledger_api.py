@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.problems import Problem
+from app.witnessing import published_checkpoint
 from ledger.database import LedgerUnavailable
 from ledger.errors import LedgerError, ProofError, TileError
 from ledger.log import NotFound, TransparencyLog
@@ -72,13 +73,20 @@ def _problem(exc: LedgerError) -> Problem:
 
 
 async def checkpoint(request: Request) -> Response:
+    # The witness policy: the newest checkpoint with ONCEONLY_WITNESS_QUORUM cosignatures,
+    # the log's signature first, then every stored witness cosignature of that size.
+    settings = request.app.state.settings
+    vkeys = [vkey for vkey, _ in settings.witnesses]
     try:
-        latest = await _ledger(request).latest_checkpoint()
+        note = await published_checkpoint(_ledger(request), vkeys, settings.witness_quorum)
     except LedgerError as exc:
         raise _problem(exc) from exc
-    if latest is None:
-        raise Problem(404, "ledger-not-found", "Not in the ledger", "The log has no checkpoint.")
-    return PlainTextResponse(latest.note, headers={"Cache-Control": FRESH})
+    if note is None:
+        detail = "No checkpoint is cosigned by enough witnesses yet."
+        if not settings.witness_quorum:
+            detail = "The log has no checkpoint."
+        raise Problem(404, "ledger-not-found", "Not in the ledger", detail)
+    return PlainTextResponse(note, headers={"Cache-Control": FRESH})
 
 
 async def vkey(request: Request) -> Response:

@@ -32,6 +32,7 @@ from app.problems import Problem, from_http_exception, internal_problem, problem
 from app.services import open_services
 from app.settings import Settings
 from app.templating import DESIGN_SYSTEM_DIR, make_templates
+from app.witnessing import Witness, submit_to_all
 from consent.lifecycle import expire_due
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -65,6 +66,13 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
 
                 steps = {"notifications": (1.0, delivery.deliver_due), "expiry": (30.0, expire)}
                 steps["sessions"] = (3600.0, purge_ended_sessions)
+                if settings.witnesses:
+                    witnesses = [Witness.from_setting(*pair) for pair in settings.witnesses]
+
+                    async def witness() -> None:
+                        await submit_to_all(services.ledger, witnesses, http)
+
+                    steps["witnesses"] = (5.0, witness)
                 if settings.smtp_host:
                     smtp = SmtpServer(
                         settings.smtp_host,

@@ -7,6 +7,7 @@ start-up and passed to whatever needs it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ _FALSE = {"0", "false", "no", "off", ""}
 #: every checkpoint and key, so it must never change for a deployment: production sets
 #: its own (e.g. "onceonly.ontario.ca/ledger").
 DEFAULT_LOG_ORIGIN = "onceonly.localhost/ledger"
+
+_WITNESS = re.compile(r"(?P<vkey>[^\s=]+(?:=[^\s=]+)*?)=(?P<url>https?://\S+)")
 
 SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
 
@@ -67,6 +70,8 @@ class Settings:
     smtp_port: int = 25
     smtp_from: str = "onceonly@localhost"
     smtp_starttls: bool = False
+    witnesses: tuple[tuple[str, str], ...] = ()
+    witness_quorum: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -121,6 +126,8 @@ class Settings:
         if "@" not in smtp_from or any(c.isspace() for c in smtp_from):
             raise SettingsError(f"ONCEONLY_SMTP_FROM must be an e-mail address, not {smtp_from!r}")
         smtp_starttls = _parse_bool("SMTP_STARTTLS", env.pop("SMTP_STARTTLS", "false"))
+        witnesses = _parse_witnesses(env.pop("WITNESSES", ""))
+        witness_quorum = _parse_quorum(env.pop("WITNESS_QUORUM", ""), len(witnesses))
         return cls(
             var_dir=var_dir,
             database_url=database_url,
@@ -138,8 +145,54 @@ class Settings:
             smtp_port=smtp_port,
             smtp_from=smtp_from,
             smtp_starttls=smtp_starttls,
+            witnesses=witnesses,
+            witness_quorum=witness_quorum,
             extra=env,
         )
+
+
+def _parse_witnesses(raw: str) -> tuple[tuple[str, str], ...]:
+    """``vkey=URL,vkey=URL``: the witnesses (C2SP tlog-witness) to submit checkpoints to.
+
+    Each vkey must be a cosignature/v1 (type 0x04) verifier key; each URL the witness's
+    http(s) submission prefix. Empty items and a witness named twice are refused.
+    """
+    from ledger.errors import NoteError
+    from ledger.note import COSIGNATURE_V1, parse_vkey
+
+    if not raw.strip():
+        return ()
+    witnesses: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        match = _WITNESS.fullmatch(item.strip())
+        if match is None:
+            raise SettingsError(
+                f"ONCEONLY_WITNESSES must be comma-separated vkey=URL pairs, not {item!r}"
+            )
+        vkey, url = match["vkey"], match["url"].rstrip("/")
+        try:
+            verifier = parse_vkey(vkey)
+        except NoteError as exc:
+            raise SettingsError(f"ONCEONLY_WITNESSES: {vkey!r}: {exc}") from None
+        if verifier.key_type != COSIGNATURE_V1:
+            raise SettingsError(f"ONCEONLY_WITNESSES: {vkey!r} is not a cosignature/v1 key")
+        parts = urlsplit(url)
+        if not parts.hostname or parts.query or parts.fragment:
+            raise SettingsError(f"ONCEONLY_WITNESSES: {url!r} is not a witness URL")
+        if any(vkey == known for known, _ in witnesses):
+            raise SettingsError(f"ONCEONLY_WITNESSES names {verifier.name} twice")
+        witnesses.append((vkey, url))
+    return tuple(witnesses)
+
+
+def _parse_quorum(raw: str, witnesses: int) -> int:
+    raw = raw.strip() or "0"
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > witnesses:
+        raise SettingsError(
+            f"ONCEONLY_WITNESS_QUORUM must be a number from 0 to {witnesses} (the number of "
+            f"ONCEONLY_WITNESSES), not {raw!r}"
+        )
+    return int(raw)
 
 
 def _parse_bool(name: str, raw: str) -> bool:
