@@ -21,6 +21,7 @@ from app import health, ledger_api, portal
 from app.alerts import SmtpServer, send_due_alerts
 from app.api import openapi
 from app.api import routes as api_routes
+from app.audit.views import routes as audit_routes
 from app.auth import csrf as auth_csrf
 from app.auth import devprovider
 from app.auth import routes as auth_routes
@@ -122,6 +123,7 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
         *oauth_server.routes,
         *(devprovider.mount(settings) if settings.demo else []),
         *auth_routes.routes,
+        *audit_routes,
         *portal.routes,
     ]
     if DESIGN_SYSTEM_DIR.is_dir():

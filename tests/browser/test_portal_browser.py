@@ -111,6 +111,33 @@ async def test_axe_finds_no_violation_on_any_page(browser_page, lang: str) -> No
         await axe_check(page, f"{path} ({lang})")
 
 
+AUDIT_PAGES = [
+    "/audit",
+    "/audit/ledger",
+    "/audit/ledger/0",
+    "/audit/statistics",
+    "/audit/anomalies",
+    "/audit/hidden",
+    "/audit/disputes",
+    "/audit/verify",
+    "/audit/accesses",
+]
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+async def test_axe_finds_no_violation_on_any_audit_page(browser_page, lang: str) -> None:
+    page = browser_page
+    await page.goto("/?lang=en")  # the provider's page names the demo auditor in English
+    await sign_in_by_keyboard(page, "Auditor")
+    for path in AUDIT_PAGES:
+        await page.goto(f"{path}?lang={lang}")
+        assert await page.get_attribute("html", "lang") == lang
+        assert await page.locator("nav.audit-nav").count() == 1, path
+        name = re.sub(r"[^a-z0-9]+", "-", path.strip("/"))
+        await page.screenshot(path=str(ARTIFACTS / f"{name}-{lang}.png"), full_page=True)
+        await axe_check(page, f"{path} ({lang})")
+
+
 async def axe_check(page, where: str) -> None:
     await page.add_script_tag(path=str(AXE))
     result = await page.evaluate(
