@@ -13,7 +13,13 @@ from tortoise.context import TortoiseContext
 
 from app.settings import Settings
 
-MODEL_MODULES = ["consent.models", "ledger.models", "app.oauth.models", "app.auth.models", "app.audit.models"]
+MODEL_MODULES = [
+    "consent.models",
+    "ledger.models",
+    "app.oauth.models",
+    "app.auth.models",
+    "app.audit.models",
+]
 APP_LABEL = "onceonly"
 
 # SQLite: WAL lets readers run beside the one writer; the busy timeout makes a second
