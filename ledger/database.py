@@ -1,4 +1,4 @@
-"""Raw database access for the ledger, on SQLite (aiosqlite) or PostgreSQL (asyncpg).
+"""Raw database access for the ledger, on SQLite or PostgreSQL (asyncpg).
 
 The ledger writes in batches with hand-written SQL rather than through the ORM: one
 ``executemany`` per table per batch is what lets group commit keep up with load. SQL is
@@ -7,6 +7,11 @@ written once with ``?`` placeholders and translated for PostgreSQL.
 Writes are serialised across processes by the database itself: SQLite's
 ``BEGIN IMMEDIATE`` takes the write lock; PostgreSQL takes a transaction-scoped advisory
 lock. Whoever holds it is the one sequencer at that moment.
+
+On SQLite, reads go through aiosqlite; writes go through one connection on a thread of
+its own (``SqliteWriter``) that runs a whole ``write_if`` transaction per hand-over, so
+that the sequencer's batches cost one thread crossing each and the next batch's
+transaction is already under way while the event loop answers the previous one.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
+import itertools
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -24,11 +31,15 @@ import aiosqlite
 import asyncpg
 
 from ledger.errors import LedgerError
+from ledger.sqlite_writer import SqliteWriter
 
 #: The advisory lock key that makes one PostgreSQL transaction the sequencer.
 SEQUENCER_LOCK_KEY = 0x6F6E63656F6E6C79  # "onceonly"
 
 Row = Sequence[Any]
+
+#: One statement and the rows to run it with, once per row.
+Write = tuple[str, Sequence[Sequence[Any]]]
 
 
 class LedgerUnavailable(LedgerError):
@@ -41,6 +52,13 @@ class Transaction(Protocol):
     async def execute(self, sql: str, *args: Any) -> None: ...
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def execute_batch(self, writes: Sequence[Write]) -> None:
+        """Run each statement once per row of its rows, in order.
+
+        Raises the first error; the transaction is then rolled back as a whole.
+        """
+        ...
 
 
 class LedgerDatabase(Protocol):
@@ -58,6 +76,28 @@ class LedgerDatabase(Protocol):
 
     def write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
         """A transaction holding the ledger's write lock; commits on normal exit."""
+        ...
+
+    def write_if(
+        self, check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
+    ) -> Awaitable[bool]:
+        """In one transaction holding the write lock: when the one-row query ``check``
+        answers ``expected``, run ``writes`` (see Transaction.execute_batch) and commit.
+
+        The awaitable answers whether it committed: False, having written nothing, when
+        the answer differs. Transactions asked for one after another run in that order,
+        each after the ones before it have finished; where it can (SQLite) the call hands
+        the transaction to the database at once, before anything is awaited. Raises
+        LedgerUnavailable (nothing written) when the lock or the commit fails, and the
+        database's own error when a statement is refused.
+        """
+        ...
+
+    def expect_writes(self, coming: bool) -> None:
+        """A hint from the sequencer: whether another write_if is about to be asked for
+        without waiting for the ones before it. A database that hands results back late
+        to overlap them with the next transaction (SQLite) holds one back only while it
+        is told more is coming."""
         ...
 
 
@@ -83,23 +123,132 @@ def sqlite_value(value: Any) -> Any:
     return value
 
 
+_DATE_TYPES = (dt.datetime, dt.date)
+
+
+def sqlite_rows(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    """``rows`` with every value adapted by sqlite_value, column by column.
+
+    Only columns holding a date or time are touched, so rows of plain values pass
+    through without a Python call per value. Raises ValueError for rows of unequal
+    length.
+    """
+    if not rows:
+        return rows
+    columns = list(zip(*rows, strict=True))
+    adapted = False
+    for position, column in enumerate(columns):
+        if any(issubclass(kind, _DATE_TYPES) for kind in set(map(type, column))):
+            columns[position] = tuple(map(sqlite_value, column))
+            adapted = True
+    return list(zip(*columns, strict=True)) if adapted else rows
+
+
+def _sqlite_args(args: Sequence[Any]) -> list[Any]:
+    return [sqlite_value(arg) for arg in args]
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise LedgerUnavailable(f"cannot lock the ledger: {exc}") from exc
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    try:
+        conn.commit()
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.rollback()
+        raise LedgerUnavailable(f"the ledger could not commit: {exc}") from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    conn.rollback()
+
+
+def _execute_batch(conn: sqlite3.Connection, writes: Sequence[Write]) -> None:
+    for sql, rows in writes:
+        _execute_rows(conn, sql, sqlite_rows(rows))
+
+
+#: ``INSERT INTO t (columns) VALUES (?, ...)``, optionally followed by an ON CONFLICT
+#: clause: groups are the text up to VALUES, the table, the columns, the placeholders
+#: and the rest.
+_INSERT_VALUES = re.compile(r"(INSERT INTO (\w+) \(([\w, ]+)\) VALUES )(\([?, ]+\))(.*)", re.DOTALL)
+_MAX_ROWS_PER_INSERT = 256
+
+
+def _execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run ``sql`` once per row; an INSERT of many rows as few multi-row INSERTs.
+
+    The same rows go in, in the same order, through the same triggers; but SQLite runs
+    each multi-row statement in one step, so there are a few steps per batch rather than
+    one per row (and as few hand-overs of the interpreter lock around them).
+    """
+    match = _INSERT_VALUES.fullmatch(sql) if len(rows) > 1 else None
+    if match is None:
+        conn.executemany(sql, rows)
+        return
+    position = 0
+    while position < len(rows):
+        # Powers of two, so that only a few distinct statements are ever prepared.
+        count = min(_MAX_ROWS_PER_INSERT, 1 << ((len(rows) - position).bit_length() - 1))
+        chunk = rows[position : position + count]
+        conn.execute(_multi_row_sql(match, count), list(itertools.chain.from_iterable(chunk)))
+        position += count
+
+
+@functools.lru_cache(maxsize=256)
+def _multi_row_sql_cached(head: str, values: str, tail: str, count: int) -> str:
+    return head + ",".join([values] * count) + tail
+
+
+def _multi_row_sql(match: re.Match[str], count: int) -> str:
+    return _multi_row_sql_cached(match[1], match[4], match[5], count)
+
+
+def _conditional_transaction(
+    check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
+) -> Callable[[sqlite3.Connection], bool]:
+    def run(conn: sqlite3.Connection) -> bool:
+        _begin(conn)
+        try:
+            row = conn.execute(check, _sqlite_args(args)).fetchone()
+            if row is None or tuple(row) != tuple(expected):
+                conn.rollback()
+                return False
+            _execute_batch(conn, writes)
+        except BaseException:
+            conn.rollback()
+            raise
+        return True
+
+    return run
+
+
 class _SqliteTransaction:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
+    def __init__(self, writer: SqliteWriter) -> None:
+        self._writer = writer
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self._conn.execute(sql, [sqlite_value(a) for a in args]) as cursor:
-            return list(await cursor.fetchall())
+        values = _sqlite_args(args)
+        return await self._writer.call(lambda conn: conn.execute(sql, values).fetchall())
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._conn.execute(sql, [sqlite_value(a) for a in args])
+        values = _sqlite_args(args)
+        await self._writer.call(lambda conn: _execute_batch(conn, [(sql, [values])]))
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._conn.executemany(sql, [[sqlite_value(v) for v in row] for row in rows])
+        await self._writer.call(lambda conn: _execute_batch(conn, [(sql, rows)]))
+
+    async def execute_batch(self, writes: Sequence[Write]) -> None:
+        await self._writer.call(lambda conn: _execute_batch(conn, writes))
 
 
 class SqliteLedgerDatabase:
-    """One writer connection and one reader connection to the SQLite file.
+    """A writer connection (on its own thread) and a reader connection to the SQLite file.
 
     WAL lets the reader run beside the writer; ``synchronous=FULL`` makes every commit
     durable before the ledger answers.
@@ -112,63 +261,82 @@ class SqliteLedgerDatabase:
         self.path = parts.netloc + parts.path
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.busy_timeout_ms = int(query.get("busy_timeout", "10000"))
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: SqliteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
 
-    async def _open(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in (
+    @property
+    def _pragmas(self) -> list[str]:
+        return [
             "journal_mode=WAL",
             f"busy_timeout={self.busy_timeout_ms}",
             "synchronous=FULL",
             "foreign_keys=ON",
-        ):
-            await conn.execute(f"PRAGMA {pragma}")
-        return conn
+        ]
 
     async def connect(self) -> None:
         try:
-            self._writer = await self._open()
-            self._reader = await self._open()
+            writer = SqliteWriter(self.path, self._pragmas, _commit)
+            await writer.start()
+            self._writer = writer
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            for pragma in self._pragmas:
+                await self._reader.execute(f"PRAGMA {pragma}")
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise LedgerUnavailable(f"cannot open the ledger database: {exc}") from exc
 
     async def close(self) -> None:
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                await conn.close()
+        if self._writer is not None:
+            await self._writer.stop()
+        if self._reader is not None:
+            await self._reader.close()
         self._writer = self._reader = None
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         if self._reader is None:
             raise LedgerUnavailable("the ledger database is not connected")
         try:
-            return await _SqliteTransaction(self._reader).fetch(sql, *args)
+            return list(await self._reader.execute_fetchall(sql, _sqlite_args(args)))
         except sqlite3.OperationalError as exc:
             raise LedgerUnavailable(f"ledger database error: {exc}") from exc
 
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[Transaction]:
+    def _require_writer(self) -> SqliteWriter:
         if self._writer is None:
             raise LedgerUnavailable("the ledger database is not connected")
-        conn = self._writer
+        return self._writer
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[Transaction]:
+        writer = self._require_writer()
         async with self._write_lock:
+            await writer.call(_begin)
             try:
-                await conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise LedgerUnavailable(f"cannot lock the ledger: {exc}") from exc
-            try:
-                yield _SqliteTransaction(conn)
+                yield _SqliteTransaction(writer)
             except BaseException:
-                await conn.rollback()
+                await writer.call(_rollback)
                 raise
-            try:
-                await conn.commit()
-            except sqlite3.Error as exc:
-                await conn.rollback()
-                raise LedgerUnavailable(f"the ledger could not commit: {exc}") from exc
+            await writer.call(_commit)
+
+    def expect_writes(self, coming: bool) -> None:
+        if self._writer is not None:
+            self._writer.more_coming = coming
+
+    def write_if(
+        self, check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
+    ) -> Awaitable[bool]:
+        writer = self._require_writer()
+        run = _conditional_transaction(check, args, expected, writes)
+        if not self._write_lock.locked():  # no write() transaction is open on the writer
+            return writer.transact(run)
+        return asyncio.ensure_future(self._transact_after_write(writer, run))
+
+    async def _transact_after_write(
+        self, writer: SqliteWriter, run: Callable[[sqlite3.Connection], bool]
+    ) -> bool:
+        async with self._write_lock:
+            committed = writer.transact(run)
+        return await committed
 
 
 _PLACEHOLDER = re.compile(r"\?")
@@ -181,8 +349,9 @@ def postgres_sql(sql: str) -> str:
 
 
 class _PostgresTransaction:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, column_types: dict[str, dict[str, str]]) -> None:
         self._conn = conn
+        self._column_types = column_types
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return list(await self._conn.fetch(postgres_sql(sql), *args))
@@ -191,7 +360,37 @@ class _PostgresTransaction:
         await self._conn.execute(postgres_sql(sql), *args)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._conn.executemany(postgres_sql(sql), rows)
+        """Run ``sql`` once per row; an INSERT of many rows as one INSERT ... SELECT from
+        ``unnest`` of one array per column: one statement, so statement-level triggers
+        see the rows together, and far fewer messages than a row at a time."""
+        match = _INSERT_VALUES.fullmatch(sql) if len(rows) > 1 else None
+        if match is None:
+            await self._conn.executemany(postgres_sql(sql), rows)
+            return
+        table, columns, rest = match[2], match[3], match[5]
+        types = await self._types(table)
+        arrays = ", ".join(
+            f"${number}::{types[column.strip()]}[]"
+            for number, column in enumerate(columns.split(","), start=1)
+        )
+        # The table and columns are identifiers out of our own statement (see the pattern).
+        statement = f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}){rest}"  # noqa: S608
+        await self._conn.execute(statement, *(list(values) for values in zip(*rows, strict=True)))
+
+    async def execute_batch(self, writes: Sequence[Write]) -> None:
+        for sql, rows in writes:
+            await self.execute_many(sql, rows)
+
+    async def _types(self, table: str) -> dict[str, str]:
+        types = self._column_types.get(table)
+        if types is None:
+            rows = await self._conn.fetch(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+                table,
+            )
+            types = self._column_types[table] = {name: kind for name, kind in rows}
+        return types
 
 
 _PG_CONNECTION_ERRORS = (
@@ -216,6 +415,8 @@ class PostgresLedgerDatabase:
         self.dsn = urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._write_if_lock = asyncio.Lock()
+        self._column_types: dict[str, dict[str, str]] = {}  # by table, for execute_many
 
     async def connect(self) -> None:
         settings = {"search_path": self.schema} if self.schema else {}
@@ -248,12 +449,37 @@ class PostgresLedgerDatabase:
         except _PG_CONNECTION_ERRORS as exc:
             raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
 
+    def write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        return self._transaction(batch=False)
+
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[Transaction]:
+    async def _transaction(self, *, batch: bool) -> AsyncIterator[Transaction]:
+        # ``batch`` sets onceonly.ledger_batch for the transaction: ledger entries it
+        # inserts are checked for contiguity once per statement (migration 0005).
         try:
             async with self._require_pool().acquire(timeout=10) as conn:
                 async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", SEQUENCER_LOCK_KEY)
-                    yield _PostgresTransaction(conn)
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock($1), "
+                        "set_config('onceonly.ledger_batch', $2, true)",
+                        SEQUENCER_LOCK_KEY,
+                        "on" if batch else "off",
+                    )
+                    yield _PostgresTransaction(conn, self._column_types)
         except _PG_CONNECTION_ERRORS as exc:
             raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+
+    def expect_writes(self, coming: bool) -> None:
+        pass  # each transaction's result is handed back as soon as it commits
+
+    async def write_if(
+        self, check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
+    ) -> bool:
+        # One at a time, so that this process's transactions take the advisory lock in
+        # the order they were made.
+        async with self._write_if_lock, self._transaction(batch=True) as tx:
+            rows = await tx.fetch(check, *args)
+            if not rows or tuple(rows[0]) != tuple(expected):
+                return False
+            await tx.execute_batch(writes)
+            return True

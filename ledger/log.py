@@ -7,7 +7,8 @@ verifier call into it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,6 +18,8 @@ from ledger.entry import Entry
 from ledger.errors import LedgerError, ProofError, TileError
 from ledger.merkle import (
     EMPTY_ROOT,
+    NodeId,
+    ProofPlan,
     consistency_proof_nodes,
     inclusion_proof_nodes,
     read_plan,
@@ -48,6 +51,8 @@ class TransparencyLog:
         self.origin = origin
         self.tiles = TileStore(db)
         self.sequencer = Sequencer(db, self.tiles, signer, origin)
+        # Checkpoints are never deleted, so a size once seen stays available.
+        self._largest_size = 0
 
     @classmethod
     async def open(cls, database_url: str, signer: Signer, origin: str) -> TransparencyLog:
@@ -97,18 +102,27 @@ class TransparencyLog:
 
     async def append(self, entry: Entry, subject: Subject | None = None) -> Appended:
         """Append one entry durably (see Sequencer.append)."""
-        return await self.sequencer.append(entry, subject)
+        appended = await self.sequencer.append(entry, subject)
+        self._largest_size = max(self._largest_size, appended.tree_size)
+        return appended
 
     async def append_all(self, entries: Sequence[tuple[Entry, Subject | None]]) -> list[Appended]:
         """Append entries in one transaction (see Sequencer.append_all)."""
-        return await self.sequencer.append_all(entries)
+        appended = await self.sequencer.append_all(entries)
+        if appended:
+            self._largest_size = max(self._largest_size, appended[-1].tree_size)
+        return appended
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None:
         """The newest stored checkpoint, or None while the log is empty."""
         rows = await self.db.fetch(
             "SELECT size, root_hash, note FROM ledger_checkpoint ORDER BY size DESC LIMIT 1"
         )
-        return _checkpoint(rows[0]) if rows else None
+        if not rows:
+            return None
+        latest = _checkpoint(rows[0])
+        self._largest_size = max(self._largest_size, latest.size)
+        return latest
 
     async def checkpoint(self, size: int) -> StoredCheckpoint:
         """The stored checkpoint of exactly ``size``. Raises NotFound."""
@@ -161,10 +175,7 @@ class TransparencyLog:
         Raises ProofError for an index outside the tree and NotFound for a size beyond
         the newest checkpoint.
         """
-        await self._require_size(size)
-        plan = inclusion_proof_nodes(index, size)
-        read = await self.tiles.reader([node for group in plan for node in group])
-        return read_plan(plan, read)
+        return await self._prove(size, lambda: inclusion_proof_nodes(index, size))
 
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """The RFC 9162 consistency proof from ``old_size`` to ``new_size``.
@@ -174,9 +185,24 @@ class TransparencyLog:
         """
         if not 0 <= old_size <= new_size:
             raise ProofError(f"no consistency proof from size {old_size} to {new_size}")
-        await self._require_size(new_size)
-        plan = consistency_proof_nodes(old_size, new_size)
-        read = await self.tiles.reader([node for group in plan for node in group])
+        return await self._prove(new_size, lambda: consistency_proof_nodes(old_size, new_size))
+
+    async def _prove(self, size: int, plan_for: Callable[[], ProofPlan]) -> list[bytes]:
+        """Fold the proof ``plan_for()`` plans in the tree of ``size``, once ``size`` is
+        known to be checkpointed (NotFound before ProofError, as the callers promise)."""
+        if size > self._largest_size:
+            try:
+                plan = plan_for()
+            except ProofError:
+                await self._require_size(size)
+                raise
+            # Ask for the newest size and the tiles together: one wait, not two.
+            _, read = await asyncio.gather(
+                self._require_size(size), self.tiles.reader(_plan_nodes(plan))
+            )
+        else:
+            plan = plan_for()
+            read = await self.tiles.reader(_plan_nodes(plan))
         return read_plan(plan, read)
 
     async def receipt(self, index: int, extra: bytes = b"") -> bytes:
@@ -188,14 +214,19 @@ class TransparencyLog:
         if latest is None or index >= latest.size or index < 0:
             raise NotFound(f"entry {index} is not covered by a checkpoint yet")
         plan = inclusion_proof_nodes(index, latest.size)
-        read = await self.tiles.reader([node for group in plan for node in group])
-        hashes = read_plan(plan, read)
+        hashes = read_plan(plan, await self.tiles.reader(_plan_nodes(plan)))
         return format_proof(LogProof(index, tuple(hashes), latest.note, extra))
 
     async def _require_size(self, size: int) -> None:
+        if size <= self._largest_size:
+            return
         latest = await self.size()
         if size > latest:
             raise NotFound(f"the log has {latest} entries, not {size}")
+
+
+def _plan_nodes(plan: ProofPlan) -> list[NodeId]:
+    return [node for group in plan for node in group]
 
 
 def _checkpoint(row: Sequence) -> StoredCheckpoint:

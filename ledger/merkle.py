@@ -91,6 +91,28 @@ def root_from_leaves(leaf_hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
+def subtree_levels(hashes: bytes) -> list[bytes]:
+    """Return the node hashes of every level over adjacent nodes, as concatenated bytes.
+
+    ``hashes`` is adjacent 32-byte node hashes, the first one starting a subtree of
+    their level (as a tile's hashes do). Level 0 of the answer is ``hashes`` itself;
+    level ``r`` holds, in order, the hash of each complete run of ``2**r`` of them; it
+    stops at the first level with fewer than two hashes. For ``2**k`` hashes the last
+    level is their subtree's root. Raises ProofError unless ``hashes`` is whole hashes.
+    """
+    if len(hashes) % HASH_SIZE:
+        raise ProofError(f"{len(hashes)} bytes are not whole {HASH_SIZE}-byte hashes")
+    sha256 = hashlib.sha256
+    levels = [hashes]
+    level = hashes
+    pair = 2 * HASH_SIZE
+    while len(level) >= pair:
+        pairs = range(0, len(level) - pair + 1, pair)
+        level = b"".join([sha256(b"\x01" + level[i : i + pair]).digest() for i in pairs])
+        levels.append(level)
+    return levels
+
+
 def range_nodes(start: int, end: int) -> tuple[NodeId, ...]:
     """Return the perfect subtrees covering leaves ``[start, end)``, largest first.
 
@@ -379,15 +401,18 @@ class TreeBuilder:
         completed by the previous. Raises ProofError unless ``leaf_hash`` is 32 bytes.
         """
         _check_hash(leaf_hash, "leaf hash")
-        completed = [NodeHash(0, self._size, leaf_hash)]
-        self._frontier.append(completed[0])
-        # Two frontier subtrees of the same level are siblings: merge them upwards.
-        while len(self._frontier) > 1 and self._frontier[-2].level == self._frontier[-1].level:
-            right = self._frontier.pop()
-            left = self._frontier.pop()
-            parent = NodeHash(left.level + 1, left.index >> 1, node_hash(left.hash, right.hash))
-            self._frontier.append(parent)
-            completed.append(parent)
+        frontier = self._frontier
+        size = self._size
+        node = NodeHash(0, size, leaf_hash)
+        completed = [node]
+        # Each trailing 1 bit of the old size is a frontier subtree of the new node's
+        # level: its left sibling. Merge them upwards.
+        while size & 1:
+            left = frontier.pop()
+            node = NodeHash(node.level + 1, left.index >> 1, node_hash(left.hash, node.hash))
+            completed.append(node)
+            size >>= 1
+        frontier.append(node)
         self._size += 1
         return completed
 

@@ -1,11 +1,17 @@
 """Appending to the log: one order for all processes, group commit, durable answers.
 
-Callers in a process hand entries to the Sequencer; one task takes everything waiting
-and writes it in one transaction that holds the database's write lock (so several
-processes still make one contiguous log). Inside it: the next index is read from the
-database, leaves are hashed into the tree frontier, entries, openings and the grown
-tiles are written, and a signed checkpoint for the new size is stored. Only after the
-commit does a caller learn its index and leaf hash: no answer without a durable entry.
+Callers in a process hand entries to the Sequencer, which gathers them in batches and
+stages each batch ahead of its commit: the rows (entries, openings) are built as
+requests arrive, and when the batch is sealed its leaves are hashed onto a copy of the
+tree as it will be once every earlier batch is stored, giving the tiles it grows and a
+signed checkpoint for its new size. One task hands staged batches to the database, a
+second one while the first commits, each as one transaction that holds the database's
+write lock (so several processes still make one contiguous log). That transaction
+writes only if the stored tree is still the one the batch was staged on (same size,
+same checkpointed root); otherwise (another process appended, or an earlier batch
+failed) nothing is written and the batch is staged again on the stored tree, under the
+lock. Only after the commit does a caller learn its index and leaf hash: no answer
+without a durable entry.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.database import LedgerDatabase, LedgerUnavailable, Transaction
+from ledger.database import LedgerDatabase, LedgerUnavailable, Transaction, Write
 from ledger.entry import Entry, commitment, encode_entry, new_opening
 from ledger.errors import EntryError, LedgerError
 from ledger.merkle import TreeBuilder, leaf_hash, tree_nodes
@@ -37,6 +45,16 @@ UPSERT_TILE = (
     "INSERT INTO ledger_tile (level, number, hashes) VALUES (?, ?, ?) "
     "ON CONFLICT (level, number) DO UPDATE SET hashes = excluded.hashes"
 )
+NEXT_INDEX = "SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entry"
+#: The stored tree's size and the root of its checkpoint at a given size: a batch staged
+#: on the tree (size, root) may be written only while this answers exactly that.
+CHECK_TREE = (
+    "SELECT (SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entry), "
+    "(SELECT root_hash FROM ledger_checkpoint WHERE size = ?)"
+)
+
+#: Batches handed to the database at once: one written behind one committing.
+PIPELINE_DEPTH = 2
 INSERT_CHECKPOINT = (
     "INSERT INTO ledger_checkpoint (size, root_hash, note, created_at) VALUES (?, ?, ?, ?)"
 )
@@ -77,11 +95,80 @@ class _Request:
     future: asyncio.Future[list[Appended]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _TreeState:
+    """The tree at ``size``: its root, its frontier and its partial right-edge tiles.
+
+    Never changed once made; a batch staged on it works on copies.
+    """
+
     size: int
+    root: bytes
     builder: TreeBuilder
     edge: dict[TileKey, bytes]
+
+
+class _Batch:
+    """Requests that are committed together, staged as rows on the tree ``base``.
+
+    Each request's rows are built as it arrives; the tree and the tiles it grows are
+    worked out once, when the batch is sealed. ``base`` is None when the tree the batch
+    follows is not known in advance (at start, or after a failed commit); the batch is
+    then staged under the write lock.
+    """
+
+    def __init__(self, base: _TreeState | None) -> None:
+        self.requests: list[_Request] = []
+        self.items: list[_Item] = []
+        self.hashes: list[bytes] = []
+        self.sealed = False
+        self.stage_on(base)
+
+    def stage_on(self, base: _TreeState | None) -> None:
+        """Stage every request so far on ``base`` (None: leave the batch unstaged).
+
+        Raises LedgerError when the batch is sealed and ``base``'s tiles do not match
+        its frontier.
+        """
+        self.base = base
+        self.end: _TreeState | None = None  # the tree after the batch, once sealed
+        self.entry_rows: list[tuple] = []
+        self.opening_rows: list[tuple] = []
+        self.tiles: dict[TileKey, bytes] = {}  # every tile the batch grows, as it becomes
+        if base is not None:
+            self._add_rows(self.items, self.hashes, base.size)
+            if self.sealed:
+                self._grow(base)
+
+    def add(self, request: _Request) -> None:
+        hashes = [leaf_hash(item.leaf) for item in request.items]
+        if self.base is not None:
+            self._add_rows(request.items, hashes, self.base.size + len(self.items))
+        self.requests.append(request)
+        self.items.extend(request.items)
+        self.hashes.extend(hashes)
+
+    def _add_rows(self, items: Sequence[_Item], hashes: Sequence[bytes], start: int) -> None:
+        for index, item, digest in zip(itertools.count(start), items, hashes, strict=False):
+            self.entry_rows.append(_entry_row(index, item, digest))
+            subject = item.subject
+            if subject is not None:
+                self.opening_rows.append((index, subject.pseudonym, subject.opening))
+
+    def seal(self) -> None:
+        """Take no more requests; work out the tree after the batch (when staged)."""
+        self.sealed = True
+        if self.base is not None and self.end is None:
+            try:
+                self._grow(self.base)
+            except LedgerError:
+                self.stage_on(None)  # the base does not hold up: stage under the lock
+
+    def _grow(self, base: _TreeState) -> None:
+        builder = TreeBuilder(base.size, [node.hash for node in base.builder.frontier])
+        edge = dict(base.edge)
+        self.tiles = grow_tiles(edge, builder.extend(self.hashes))
+        self.end = _TreeState(builder.size, builder.root(), builder, edge)
 
 
 def prepare(entry: Entry, subject: Subject | None) -> _Item:
@@ -97,7 +184,13 @@ def prepare(entry: Entry, subject: Subject | None) -> _Item:
 
 
 class Sequencer:
-    """Appends entries in batches; start() before use, stop() to drain and finish."""
+    """Appends entries in batches; start() before use, stop() to drain and finish.
+
+    A batch takes requests until it holds ``max_batch`` entries (a single append_all
+    is never split). The default, 128, splits a burst of a few hundred concurrent
+    appends into batches that alternate: one commits while the callers of the other
+    append again, which is faster than one large batch at a time.
+    """
 
     def __init__(
         self,
@@ -106,16 +199,20 @@ class Sequencer:
         signer: NoteSigner,
         origin: str,
         *,
-        max_batch: int = 1024,
+        max_batch: int = 128,
     ) -> None:
         self.db = db
         self.tiles = tiles
         self.signer = signer
         self.origin = origin
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._waiting: deque[_Batch] = deque()  # not handed over yet, oldest first
+        self._handed: deque[tuple[_Batch, asyncio.Future[bool]]] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self._state: _TreeState | None = None
+        self._state: _TreeState | None = None  # the stored tree, as last written or read
         self.batches = 0
         self.last_batch_size = 0
 
@@ -127,7 +224,7 @@ class Sequencer:
         """Commit everything already queued, then stop the batching task."""
         if self._task is None:
             return
-        await self._queue.join()
+        await self._idle.wait()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -139,7 +236,11 @@ class Sequencer:
         Raises EntryError for an invalid entry (nothing is written) and
         LedgerUnavailable when the database could not take it (nothing is written).
         """
-        return (await self.append_all([(entry, subject)]))[0]
+        if self._task is None:
+            raise LedgerUnavailable("the ledger sequencer is not running")
+        future: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Request([prepare(entry, subject)], future))
+        return (await future)[0]
 
     async def append_all(self, entries: Sequence[tuple[Entry, Subject | None]]) -> list[Appended]:
         """Append several entries in one transaction, contiguously, in the given order.
@@ -152,83 +253,165 @@ class Sequencer:
         if not items:
             return []
         future: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(items, future))
+        self._enqueue(_Request(items, future))
         return await future
+
+    def _enqueue(self, request: _Request) -> None:
+        batch = self._waiting[-1] if self._waiting else None
+        if batch is None or batch.sealed or len(batch.items) >= self.max_batch:
+            if batch is not None:
+                batch.seal()
+            batch = _Batch(self._tree_after_all())
+            self._waiting.append(batch)
+            self._hint()
+        batch.add(request)
+        self._idle.clear()
+        self._wakeup.set()
+
+    def _hint(self) -> None:
+        """Tell the database whether a staged batch is about to be handed over."""
+        front = self._waiting[0] if self._waiting else None
+        coming = front is not None and front.base is not None
+        self.db.expect_writes(coming and len(self._handed) < PIPELINE_DEPTH)
+
+    def _tree_after_all(self) -> _TreeState | None:
+        """The tree as it will be once every batch so far is committed (None: unknown)."""
+        if self._waiting:
+            return self._waiting[-1].end
+        if self._handed:
+            return self._handed[-1][0].end
+        return self._state
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            count = len(batch[0].items)
-            while count < self.max_batch and not self._queue.empty():
-                request = self._queue.get_nowait()
-                batch.append(request)
-                count += len(request.items)
-            try:
-                results = await self._commit(batch)
-            except Exception as exc:
-                self._state = None  # re-read the tree from the database next time
-                if not isinstance(exc, LedgerError):
-                    log.exception("ledger batch of %d entries failed", count)
-                    exc = LedgerUnavailable(f"the ledger could not record the entry: {exc}")
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
+            self._wakeup.clear()
+            self._hand_over()
+            self._hint()
+            if self._handed:
+                await self._settle_oldest()
+            elif self._waiting:  # unstaged: the pipeline is empty, so stage it under the lock
+                batch = self._waiting.popleft()
+                batch.seal()
+                await self._commit_locked(batch)
             else:
-                for request, result in zip(batch, results, strict=True):
-                    if not request.future.done():
-                        request.future.set_result(result)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._idle.set()
+                await self._wakeup.wait()
 
-    async def _commit(self, batch: list[_Request]) -> list[list[Appended]]:
-        items = [item for request in batch for item in request.items]
-        now = dt.datetime.now(dt.UTC)
-        async with self.db.write() as tx:
-            rows = await tx.fetch("SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entry")
-            size = int(rows[0][0])
-            state = self._state
-            if state is None or state.size != size:
-                state = await self._restore(tx, size)
-            builder = TreeBuilder(size, [node.hash for node in state.builder.frontier])
-            edge = dict(state.edge)
-            hashes = [leaf_hash(item.leaf) for item in items]
-            changed = grow_tiles(edge, builder.extend(hashes))
-            await tx.execute_many(
-                INSERT_ENTRY,
-                [
-                    _entry_row(size + i, item, h)
-                    for i, (item, h) in enumerate(zip(items, hashes, strict=True))
-                ],
-            )
-            openings = [
-                (size + i, item.subject.pseudonym, item.subject.opening)
-                for i, item in enumerate(items)
-                if item.subject is not None
-            ]
-            if openings:
-                await tx.execute_many(INSERT_OPENING, openings)
-            await tx.execute_many(
-                UPSERT_TILE, [(level, number, data) for (level, number), data in changed.items()]
-            )
-            new_size = builder.size
-            root = builder.root()
-            note = sign_checkpoint(Checkpoint(self.origin, new_size, root), self.signer)
-            await tx.execute(INSERT_CHECKPOINT, new_size, root, note.decode(), now)
-        self._state = _TreeState(new_size, builder, edge)
+    def _hand_over(self) -> None:
+        """Hand staged batches to the database while the pipeline has room."""
+        while self._waiting and len(self._handed) < PIPELINE_DEPTH:
+            batch = self._waiting[0]
+            batch.seal()
+            if batch.end is None:
+                return
+            self._waiting.popleft()
+            self._handed.append((batch, asyncio.ensure_future(self._write_staged(batch))))
+
+    async def _settle_oldest(self) -> None:
+        """Wait for the oldest handed-over batch (or for a new one while there is room)."""
+        batch, outcome = self._handed[0]
+        if len(self._handed) < PIPELINE_DEPTH and not self._waiting:
+            more = asyncio.ensure_future(self._wakeup.wait())
+            await asyncio.wait((outcome, more), return_when=asyncio.FIRST_COMPLETED)
+            more.cancel()
+            if not outcome.done():
+                return
+        else:
+            await asyncio.wait((outcome,))
+        self._handed.popleft()
+        error = outcome.exception()
+        if error is None and outcome.result():
+            self._answer(batch)
+            return
+        # Every batch handed over after this one was staged on it, so none of them
+        # can be written now: collect them all and stage them again under the lock.
+        retry = []
+        for later, later_outcome in self._handed:
+            await asyncio.wait((later_outcome,))
+            later_error = later_outcome.exception()
+            if later_error is None:
+                retry.append(later)
+            else:
+                self._fail(later, later_error)
+        self._handed.clear()
+        if error is None:
+            retry.insert(0, batch)
+        else:
+            self._fail(batch, error)
+        self._state = None
+        for waiting in self._waiting:
+            waiting.stage_on(None)
+        self._waiting.extendleft(reversed(retry))
+        for again in retry:
+            again.stage_on(None)
+
+    def _write_staged(self, batch: _Batch) -> Awaitable[bool]:
+        # Called, not awaited, when handed over: SQLite queues it at once behind the
+        # batch before it (see LedgerDatabase.write_if).
+        base, end = batch.base, batch.end
+        assert base is not None and end is not None
+        writes = self._writes(batch, end)
+        expected = (base.size, base.root)
+        return self.db.write_if(CHECK_TREE, (base.size,), expected, writes)
+
+    async def _commit_locked(self, batch: _Batch) -> None:
+        """Stage ``batch`` on the stored tree and commit it, all under the write lock."""
+        try:
+            async with self.db.write() as tx:
+                rows = await tx.fetch(NEXT_INDEX)
+                batch.stage_on(await self._restore(tx, int(rows[0][0])))
+                assert batch.end is not None
+                await tx.execute_batch(self._writes(batch, batch.end))
+        except Exception as exc:
+            self._state = None
+            self._fail(batch, exc)
+            return
+        self._answer(batch)
+        # The batches behind it could not be staged before; now their tree is known.
+        base: _TreeState | None = batch.end
+        for waiting in self._waiting:
+            try:
+                waiting.stage_on(base)
+            except LedgerError:
+                waiting.stage_on(None)
+            base = waiting.end
+
+    def _writes(self, batch: _Batch, end: _TreeState) -> list[Write]:
+        note = sign_checkpoint(Checkpoint(self.origin, end.size, end.root), self.signer)
+        checkpoint = (end.size, end.root, note.decode(), dt.datetime.now(dt.UTC))
+        writes: list[Write] = [(INSERT_ENTRY, batch.entry_rows)]
+        if batch.opening_rows:
+            writes.append((INSERT_OPENING, batch.opening_rows))
+        writes.append((UPSERT_TILE, [(*key, data) for key, data in batch.tiles.items()]))
+        writes.append((INSERT_CHECKPOINT, [checkpoint]))
+        return writes
+
+    def _answer(self, batch: _Batch) -> None:
+        end = batch.end
+        assert end is not None
+        self._state = end
+        for key, data in batch.tiles.items():
+            self.tiles.remember(key, data)
         self.batches += 1
-        self.last_batch_size = len(items)
-        results: list[list[Appended]] = []
-        position = size
-        for request in batch:
-            results.append(
-                [
-                    Appended(position + i, hashes[position - size + i], new_size)
-                    for i in range(len(request.items))
-                ]
-            )
-            position += len(request.items)
-        return results
+        self.last_batch_size = len(batch.items)
+        position = start = end.size - len(batch.items)
+        for request in batch.requests:
+            count = len(request.items)
+            result = [
+                Appended(position + i, batch.hashes[position - start + i], end.size)
+                for i in range(count)
+            ]
+            if not request.future.done():
+                request.future.set_result(result)
+            position += count
+
+    def _fail(self, batch: _Batch, exc: BaseException) -> None:
+        if not isinstance(exc, LedgerError):
+            log.error("ledger batch of %d entries failed", len(batch.items), exc_info=exc)
+            exc = LedgerUnavailable(f"the ledger could not record the entry: {exc}")
+        for request in batch.requests:
+            if not request.future.done():
+                request.future.set_exception(exc)
 
     async def _restore(self, tx: Transaction, size: int) -> _TreeState:
         """Rebuild the frontier and the right-edge tiles of the stored tree of ``size``."""
@@ -240,7 +423,8 @@ class Sequencer:
         missing = [key for key in edge_keys if key not in edge]
         if missing:
             raise LedgerError(f"the stored tree of size {size} lacks tiles {missing}")
-        return _TreeState(size, TreeBuilder(size, frontier), {k: edge[k] for k in edge_keys})
+        builder = TreeBuilder(size, frontier)
+        return _TreeState(size, builder.root(), builder, {k: edge[k] for k in edge_keys})
 
 
 def _entry_row(index: int, item: _Item, digest: bytes) -> tuple:
@@ -250,7 +434,7 @@ def _entry_row(index: int, item: _Item, digest: bytes) -> tuple:
         item.leaf,
         digest,
         entry.type,
-        dt.datetime.strptime(entry.time, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC),
+        dt.datetime.fromisoformat(entry.time),  # "...Z" parses as UTC
         entry.actor_org,
         entry.actor_system,
         entry.purpose,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger.errors import TileError
-from ledger.merkle import HASH_SIZE, root_from_leaves
+from ledger.merkle import HASH_SIZE, subtree_levels
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT  # 256 hashes in a full tile
@@ -183,13 +183,16 @@ def tile_hashes(data: bytes) -> list[bytes]:
 def node_hash_from_tile(data: bytes, start: int, end: int) -> bytes:
     """Return the hash of the node whose tile hashes are ``[start, end)`` (see tile_for_node).
 
-    Raises TileError when the range is not a power-of-two run inside the tile.
+    Only those hashes are read. Raises TileError when the data is not 1 to 256 whole
+    hashes or the range is not a power-of-two run inside the tile.
     """
-    hashes = tile_hashes(data)
+    count, extra = divmod(len(data), HASH_SIZE)
+    if extra or not 1 <= count <= TILE_WIDTH:
+        raise TileError(f"a tile of {len(data)} bytes is not 1 to {TILE_WIDTH} hashes")
     span = end - start
-    if not 0 <= start < end <= len(hashes) or span & (span - 1) or start % span:
+    if not 0 <= start < end <= count or span & (span - 1) or start % span:
         raise TileError(f"hashes [{start}, {end}) are not one node of this tile")
-    return root_from_leaves(hashes[start:end])
+    return subtree_levels(data[start * HASH_SIZE : end * HASH_SIZE])[-1]
 
 
 def encode_bundle(entries: Sequence[bytes]) -> bytes:

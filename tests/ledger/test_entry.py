@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -9,6 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,6 +141,34 @@ def test_generated_entries_round_trip(entry: Entry) -> None:
     assert json.dumps(json.loads(encoded), sort_keys=True, separators=(",", ":")).encode() == (
         encoded
     )
+
+
+def reference_encoding(entry: Entry) -> bytes:
+    """The entry's document serialised by the rfc8785 package, the reference JCS."""
+    document: dict[str, object] = {"v": 1}
+    for field in dataclasses.fields(entry):
+        value = getattr(entry, field.name)
+        if value is None or value == ():
+            continue
+        if isinstance(value, Basis):
+            value = {"kind": value.kind, "ref": value.ref}
+        elif isinstance(value, bytes):
+            value = base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+        elif isinstance(value, tuple):
+            value = list(value)
+        document[field.name] = value
+    return rfc8785.dumps(document)
+
+
+@settings(max_examples=500, deadline=None)
+@given(entries())
+def test_encoding_is_byte_identical_to_the_rfc8785_package(entry: Entry) -> None:
+    assert encode_entry(entry) == reference_encoding(entry)
+
+
+@pytest.mark.parametrize("entry", [FULL, DENIED])
+def test_known_entries_match_the_rfc8785_package(entry: Entry) -> None:
+    assert encode_entry(entry) == reference_encoding(entry)
 
 
 @pytest.mark.parametrize(

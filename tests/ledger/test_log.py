@@ -150,3 +150,38 @@ async def test_openings_are_stored_beside_not_in_the_leaf(ledger_log: Transparen
     assert subject.pseudonym.encode() not in leaf
     rows = await ledger_log.db.fetch("SELECT pseudonym, opening FROM ledger_opening")
     assert [(row[0], bytes(row[1])) for row in rows] == [(subject.pseudonym, subject.opening)]
+
+
+async def test_proofs_follow_a_tree_grown_by_another_writer(
+    database: Database, signer: Signer, ledger_log: TransparencyLog
+) -> None:
+    await ledger_log.append_all([(make_entry(), None) for _ in range(300)])
+    first = await ledger_log.inclusion_proof(299, 300)  # caches the partial right edge
+    other = await TransparencyLog.open(database.url, signer, ORIGIN)
+    try:
+        await other.append_all([(make_entry(), None) for _ in range(250)])
+    finally:
+        await other.close()
+    leaves = [leaf_hash(x) for x in await all_leaves(ledger_log)]
+    root_300 = root_from_leaves(leaves[:300])
+    root_550 = root_from_leaves(leaves)
+    assert await ledger_log.inclusion_proof(299, 300) == first
+    verify_inclusion(leaves[299], 299, 300, first, root_300)
+    for index in (0, 299, 300, 511, 512, 549):
+        proof = await ledger_log.inclusion_proof(index, 550)
+        verify_inclusion(leaves[index], index, 550, proof, root_550)
+    verify_consistency(300, 550, root_300, root_550, await ledger_log.consistency_proof(300, 550))
+
+
+async def test_a_size_not_yet_checkpointed_is_not_found_until_it_is(
+    ledger_log: TransparencyLog,
+) -> None:
+    await ledger_log.append_all([(make_entry(), None) for _ in range(3)])
+    with pytest.raises(NotFound):
+        await ledger_log.inclusion_proof(0, 4)
+    with pytest.raises(NotFound):
+        await ledger_log.consistency_proof(1, 4)
+    with pytest.raises(ProofError):
+        await ledger_log.inclusion_proof(3, 3)
+    await ledger_log.append(make_entry())
+    assert len(await ledger_log.inclusion_proof(0, 4)) == 2

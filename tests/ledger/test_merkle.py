@@ -651,3 +651,19 @@ def test_tree_builder_refuses_bad_frontiers() -> None:
         merkle.TreeBuilder(1, [b"short"])
     with pytest.raises(ProofError):
         merkle.TreeBuilder().append(b"short")
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 8, 13, 64, 255, 256])
+def test_subtree_levels_hold_every_complete_node(count: int) -> None:
+    leaves = [merkle.leaf_hash(bytes([i])) for i in range(count)]
+    levels = merkle.subtree_levels(b"".join(leaves))
+    assert levels[0] == b"".join(leaves)
+    for level, data in enumerate(levels):
+        width = 1 << level
+        assert len(data) == (count // width) * 32
+        for i in range(count // width):
+            node = merkle.root_from_leaves(leaves[i * width : (i + 1) * width])
+            assert data[i * 32 : (i + 1) * 32] == node
+    assert len(levels) == count.bit_length()
+    with pytest.raises(ProofError):
+        merkle.subtree_levels(b"x" * 33)

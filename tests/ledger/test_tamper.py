@@ -220,3 +220,19 @@ async def test_going_around_the_guards_is_caught_and_they_come_back_exactly(
     assert report.failure_index == 123
     assert report.first_failure == "entry 123: stored leaf hash does not match its bytes"
     assert report.entries == 123
+
+
+async def test_a_batch_of_entries_must_continue_the_log(filled: TransparencyLog) -> None:
+    """The sequencer's batch path (on PostgreSQL checked once per statement, migration
+    0005) refuses what the row-by-row check refuses."""
+    db = filled.db
+    for indices in ([300, 302], [301, 302], [299, 300], [0, 1], [-1, 0]):
+        before = await table_rows(db, "ledger_entry")
+        with pytest.raises(REFUSED):
+            rows = [entry_row(i) for i in indices]
+            await db.write_if("SELECT 1", (), (1,), [(INSERT_ENTRY, rows)])
+        assert await table_rows(db, "ledger_entry") == before
+    assert await db.write_if(
+        "SELECT 1", (), (1,), [(INSERT_ENTRY, [entry_row(i) for i in (300, 301, 302)])]
+    )
+    assert len(await table_rows(db, "ledger_entry")) == 303
