@@ -247,22 +247,6 @@ def _json_list(value: object) -> list[str]:
     return list(value or [])
 
 
-def consent_state(row: Consent) -> ConsentState:
-    """The decision's view of a stored consent (its recipient must be fetched)."""
-    return ConsentState(
-        id=str(row.id),
-        status=str(row.status),
-        recipient=row.recipient.code,
-        sources=frozenset(row.sources),
-        categories=frozenset(row.categories),
-        purpose=row.purpose_id,  # type: ignore[attr-defined]
-        valid_from=row.valid_from,
-        valid_until=row.valid_until,
-        one_time=row.one_time,
-        used=row.used_at is not None,
-    )
-
-
 async def _claim_one_time(consent_id: str, now: datetime) -> bool:
     # The conditional update makes two concurrent checks unable to both use it.
     claimed = await Consent.filter(id=consent_id, used_at__isnull=True).update(used_at=now)

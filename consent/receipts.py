@@ -11,7 +11,7 @@ of the consent, plus where the event is in Onceonly's ledger. The receipt is a J
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -136,3 +136,12 @@ async def facts_of(consent: Any, language: str = "en") -> ReceiptFacts:
         ledger_index=None,
         language=language,
     )
+
+
+async def signed_receipt(
+    consent: Any, issuer: str, private_key: Any, kid: str, language: str = "en"
+) -> str:
+    """The consent's receipt as a compact JWS, issued now, in ``language``."""
+    facts = await facts_of(consent, language)
+    claims = receipt_claims(facts, issuer, datetime.now(UTC))
+    return sign_receipt(claims, private_key, kid)

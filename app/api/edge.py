@@ -16,7 +16,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from tortoise.exceptions import IntegrityError
 
 from app.problems import Problem
@@ -252,10 +252,6 @@ async def _remember(record: IdempotencyRecord, status: int, body: str) -> None:
 
 def _media(status: int) -> str:
     return "application/json" if status < 400 else "application/problem+json"
-
-
-def json_response(body: Any, status_code: int = 200, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 def _field(error: Any) -> str:

@@ -37,7 +37,7 @@ from consent.holdings import HoldingDeclaration, register_holdings
 from consent.identity import Actor
 from consent.lifecycle import ConsentTerms, create_request
 from consent.models import Consent, ConsentStatus, Holding, Notification
-from consent.receipts import facts_of, receipt_claims, sign_receipt
+from consent.receipts import signed_receipt
 from ledger.sequencer import Appended
 
 
@@ -233,11 +233,9 @@ async def get_receipt(request: Request) -> Response:
     token = await require(request, "consent:read")
     consent = await _visible_consent(request, token)
     services = _services(request)
-    facts = await facts_of(consent)
-    claims = receipt_claims(facts, services.settings.base_url, datetime.now(UTC))
     key = services.receipt_key
     return Response(
-        sign_receipt(claims, key.private_key, key.kid),
+        await signed_receipt(consent, services.settings.base_url, key.private_key, key.kid),
         media_type="application/jwt",
         headers={"Content-Disposition": f'attachment; filename="consent-{consent.id}.jwt"'},
     )

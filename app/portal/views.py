@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -28,7 +28,7 @@ from app.services import Services
 from consent.errors import Conflict, NotFound
 from consent.lifecycle import answer_request, give_standing, return_location, withdraw
 from consent.models import Consent, ConsentStatus, Ministry, Purpose
-from consent.receipts import facts_of, receipt_claims, sign_receipt
+from consent.receipts import signed_receipt
 from ledger.entry import decode_entry
 from ledger.receipts import personal_extra
 
@@ -224,9 +224,10 @@ async def consent_receipt(request: Request) -> Response:
     session = await require_person(request)
     consent = await _own_consent(session, request.path_params["consent_id"])
     services = _services(request)
-    facts = await facts_of(consent, current_language())
-    claims = receipt_claims(facts, services.settings.base_url, datetime.now(UTC))
-    token = sign_receipt(claims, services.receipt_key.private_key, services.receipt_key.kid)
+    key = services.receipt_key
+    token = await signed_receipt(
+        consent, services.settings.base_url, key.private_key, key.kid, current_language()
+    )
     return Response(
         token,
         media_type="application/jwt",
