@@ -34,7 +34,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,17 +48,22 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from _support import (
+    HOST,
+    BenchError,
+    ServedOnceonly,
+    ServerFailed,
+    free_port,
+    note,
+    onceonly,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/test"
-HOST = "127.0.0.1"
 CHECK_PATH = "/api/v1/access-checks"
 BASELINE_PATH = "/healthz"
 CLIENT = ("MPBSDP", "serviceontario")  # ServiceOntario asks before it shares
 #: One token serves a whole wrk phase; tokens live 300 s (app.oauth.tokens).
 MAX_PHASE_SECONDS = 240
-READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 
 TARGET_RATE = {"sqlite": 3000.0, "postgres": 2000.0}  # decisions/s at 64 connections
 TARGET_P99_MS = {"sqlite": 25.0}  # at 1,000 checks/s
@@ -85,15 +89,6 @@ CHECK_TERMS = (
     },
 )
 BODY_POOL = 4096  # distinct bodies (but for the query_id) both load generators cycle
-
-
-class BenchError(Exception):
-    """The bench could not set up or run; the message says what failed."""
-
-
-def note(message: str) -> None:
-    """A progress line on standard error (figures go to standard output)."""
-    print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
 # -- results ----------------------------------------------------------------------------
@@ -234,24 +229,6 @@ def installation_env(var_dir: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def onceonly(env: dict[str, str], *args: str, check: bool = True, timeout: float = 180) -> str:
-    """Run ``python -m app.cli ARGS``; return its standard output.
-
-    Raises BenchError with the command's last error line when it fails (``check``).
-    """
-    command = [sys.executable, "-m", "app.cli", *args]
-    try:
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"onceonly {' '.join(args)} took more than {timeout:.0f} s") from None
-    if check and done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
-        raise BenchError(f"onceonly {' '.join(args)} failed: {lines[-1]}")
-    return done.stdout
-
-
 def install(var_dir: Path, database_url: str) -> Installation:
     """Migrate, load the demo and register the bench's API client."""
     inst = Installation(var_dir, installation_env(var_dir, database_url))
@@ -279,82 +256,13 @@ def _printed(output: str, label: str) -> str:
     return found.group(1)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerFailed(BenchError):
-    """The server did not become ready."""
-
-
-class Server:
-    """``onceonly serve`` in a session of its own, so that it and its workers stop together."""
+class Server(ServedOnceonly):
+    """The served installation, which also gets the bench client's tokens."""
 
     def __init__(self, inst: Installation, workers: int) -> None:
+        port = free_port()
+        super().__init__(inst.env, port, inst.var_dir / f"server-{port}.log", workers)
         self.inst = inst
-        self.workers = workers
-        self.port = free_port()
-        self.base_url = f"http://{HOST}:{self.port}"
-        self.log_path = inst.var_dir / f"server-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start serving and wait for /readyz. Raises ServerFailed with the server's words."""
-        command = [sys.executable, "-m", "app.cli", "serve", "--host", HOST]
-        command += ["--port", str(self.port), "--workers", str(self.workers)]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=self.inst.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerFailed(f"the server exited ({self.last_words()})")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise ServerFailed(f"the server was not ready after {READY_TIMEOUT:.0f} s")
-
-    def last_words(self) -> str:
-        """The last line of the server's log that names an error, else its last line."""
-        try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        errors = [line for line in lines if "error" in line.lower()] or lines or ["no output"]
-        return errors[-1].strip()
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful stop drains the ledger), then SIGKILL for what is left."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                note(f"the server did not stop in {STOP_TIMEOUT:.0f} s; killing it")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # its session: workers left behind
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(5)
-        self.process = None
-
-    def cpu_seconds(self) -> float:
-        """User plus system CPU time of the server and its worker processes (Linux)."""
-        if self.process is None:
-            return math.nan
-        return process_tree_cpu(self.process.pid)
 
     def token(self) -> str:
         """A fresh access token (client_secret_basic); each phase takes a new one."""
@@ -367,27 +275,6 @@ class Server:
         if answer.status_code != 200:
             raise BenchError(f"/oauth/token answered {answer.status_code}: {answer.text[:200]}")
         return str(answer.json()["access_token"])
-
-
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its descendants from /proc; NaN where there is none."""
-    try:
-        stats = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    text = (entry / "stat").read_text()
-                    fields = text[text.rfind(")") + 2 :].split()
-                    stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    except OSError:
-        return math.nan
-    tree, grew = {pid}, True
-    while grew:
-        more = {p for p, (parent, _) in stats.items() if parent in tree} - tree
-        tree |= more
-        grew = bool(more)
-    ticks = sum(stats[p][1] for p in tree if p in stats)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(inst: Installation, workers: int) -> tuple[Server, str | None]:

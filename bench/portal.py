@@ -29,7 +29,6 @@ import platform
 import random
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +42,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from _support import (
+    HOST,
+    BenchError,
+    ServedOnceonly,
+    free_port,
+    note,
+    onceonly,
+)
 
 from app.reference_data import DATA_CATEGORIES, LEGAL_AUTHORITIES, MINISTRIES, PURPOSES
 from app.seed import DEMO_CONSENTS, DEMO_NAMESPACE, demo_pseudonym
@@ -51,27 +58,14 @@ from app.settings import Settings
 from ledger.entry import Basis, Entry, commitment, format_time
 from ledger.sequencer import Subject
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 PERSON = "demo-resident-alex"
 SESSION_COOKIE = "onceonly_session"
 STATIC_PATH = "/static/app/onceonly.css"
 FILL_BATCH = 1_000
-READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 TARGET_ACTIVITY_P95_MS = 50.0  # every activity page, one client
 
 _HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"')
 _ENTRY_ARTICLE = '<article class="entry"'
-
-
-class BenchError(Exception):
-    """The bench could not set up or run; the message says what failed."""
-
-
-def note(message: str) -> None:
-    """A progress line on standard error (figures go to standard output)."""
-    print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
 # -- results ----------------------------------------------------------------------------
@@ -303,12 +297,6 @@ async def fill_ledger(
 # -- the installation and the server ----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def installation_env(var_dir: Path, port: int) -> dict[str, str]:
     """This environment without any ONCEONLY_ setting, plus the bench's own: demo mode
     (the built-in sign-in provider) at the address the server will listen on."""
@@ -319,96 +307,6 @@ def installation_env(var_dir: Path, port: int) -> dict[str, str]:
     env["ONCEONLY_BASE_URL"] = f"http://{HOST}:{port}"
     env["ONCEONLY_LOG_LEVEL"] = "warning"
     return env
-
-
-def onceonly(env: dict[str, str], *args: str, timeout: float = 180) -> str:
-    """Run ``python -m app.cli ARGS``; return its standard output.
-
-    Raises BenchError with the command's last error line when it fails.
-    """
-    command = [sys.executable, "-m", "app.cli", *args]
-    try:
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"onceonly {' '.join(args)} took more than {timeout:.0f} s") from None
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
-        raise BenchError(f"onceonly {' '.join(args)} failed: {lines[-1]}")
-    return done.stdout
-
-
-class Server:
-    """``onceonly serve`` (one worker) in a session of its own, so that it stops whole."""
-
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
-        self.env = env
-        self.port = port
-        self.base_url = f"http://{HOST}:{port}"
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start serving and wait for /readyz. Raises BenchError with the server's words."""
-        command = [sys.executable, "-m", "app.cli", "serve", "--host", HOST]
-        command += ["--port", str(self.port)]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"the server exited ({self.last_words()})")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise BenchError(f"the server was not ready after {READY_TIMEOUT:.0f} s")
-
-    def last_words(self) -> str:
-        """The last line of the server's log that names an error, else its last line."""
-        try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        errors = [line for line in lines if "error" in line.lower()] or lines or ["no output"]
-        return errors[-1].strip()
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful stop), then SIGKILL for whatever is left of its session."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                note(f"the server did not stop in {STOP_TIMEOUT:.0f} s; killing it")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(5)
-        self.process = None
-
-    def cpu_seconds(self) -> float:
-        """User plus system CPU time of the server process (Linux), NaN elsewhere."""
-        if self.process is None:
-            return math.nan
-        try:
-            text = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return math.nan
-        fields = text[text.rfind(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- signing in -------------------------------------------------------------------------
@@ -476,7 +374,7 @@ class Tally:
 class Client:
     """Requests as the signed-in person, on keep-alive connections."""
 
-    def __init__(self, server: Server, cookie: str, requests: int, phase_seconds: float):
+    def __init__(self, server: ServedOnceonly, cookie: str, requests: int, phase_seconds: float):
         self.server = server
         self.requests = requests
         self.phase_seconds = phase_seconds
@@ -586,7 +484,7 @@ class Client:
 
 
 @contextlib.contextmanager
-def profiling(server: Server, path: Path | None) -> Iterator[None]:
+def profiling(server: ServedOnceonly, path: Path | None) -> Iterator[None]:
     """Record the server with py-spy (when asked) while the body runs."""
     if path is None or server.process is None:
         yield
@@ -694,7 +592,9 @@ def pages_to_measure(fill: LedgerFill) -> list[tuple[str, str]]:
     ]
 
 
-def measure_page(client: Client, name: str, path: str, options: Options, server: Server) -> Page:
+def measure_page(
+    client: Client, name: str, path: str, options: Options, server: ServedOnceonly
+) -> Page:
     status, text = client.look(path)
     if status != 200:
         raise BenchError(f"GET {path} answered {status}, not 200")
@@ -751,7 +651,7 @@ def run(options: Options) -> Report:
         fill = asyncio.run(
             fill_ledger(env, options.person_entries, options.other_entries, options.seed)
         )
-        server = Server(env, port, Path(tmp) / "server.log")
+        server = ServedOnceonly(env, port, Path(tmp) / "server.log")
         note(f"onceonly serve --port {port}")
         try:
             server.start()
