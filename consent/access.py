@@ -9,25 +9,22 @@ the entry cannot be written.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from tortoise.connection import get_connection
-
 from consent.decision import (
     ONE_TIME_CONSENT_USED,
     AccessRequest,
-    AuthorityState,
     ConsentState,
     Decision,
     decide,
 )
 from consent.errors import Invalid
 from consent.identity import Actor, Pseudonymizer
-from consent.models import Consent, DataCategory, LegalAuthority, Ministry, Purpose
+from consent.models import Consent
+from consent.reference import Reference, reference
 from ledger.entry import Basis, Entry, commitment, format_time
 from ledger.log import TransparencyLog
 from ledger.sequencer import Appended, Subject
@@ -64,74 +61,14 @@ class Outcome:
     appended: Appended
 
 
-@dataclass(frozen=True)
-class Reference:
-    """The codes an access check may name, and the legal authorities, as loaded."""
-
-    ministries: frozenset[str]
-    categories: frozenset[str]
-    purposes: frozenset[str]
-    authorities: dict[str, AuthorityState]
-
-
-_REFERENCE_MAX_AGE = 30.0
-_reference: tuple[int, float, Reference] | None = None
-
-
-async def reference(max_age: float = _REFERENCE_MAX_AGE) -> Reference:
-    """The reference data, read at most every ``max_age`` seconds per database.
-
-    It changes only when an operator seeds or edits it; reading it on every check was
-    the largest cost of a decision. Keyed by the connection, so another database never
-    sees this one's codes.
-    """
-    global _reference
-    db = get_connection("default")
-    connection = hash(
-        (
-            type(db).__name__,
-            getattr(db, "filename", None),
-            getattr(db, "database", None),
-            getattr(db, "host", None),
-            getattr(db, "schema", None),
-        )
-    )
-    now = time.monotonic()
-    if _reference is not None:
-        key, loaded, cached = _reference
-        if key == connection and now - loaded < max_age:
-            return cached
-    authorities = {}
-    for row in await LegalAuthority.all():
-        permits = row.permits or {}
-        authorities[row.code] = AuthorityState(
-            code=row.code,
-            sources=frozenset(permits.get("sources", [])),
-            recipients=frozenset(permits.get("recipients", [])),
-            categories=frozenset(permits.get("categories", [])),
-            purposes=frozenset(permits.get("purposes", [])),
-            consent_required=row.consent_required,
-        )
-    loaded_reference = Reference(
-        ministries=frozenset(await Ministry.all().values_list("code", flat=True)),
-        categories=frozenset(await DataCategory.all().values_list("code", flat=True)),
-        purposes=frozenset(await Purpose.all().values_list("code", flat=True)),
-        authorities=authorities,
-    )
-    _reference = (connection, now, loaded_reference)
-    return loaded_reference
-
-
 async def validate_terms(actor: Actor, terms: CheckTerms) -> Reference:
     """Check that every code in ``terms`` is known. Raises Invalid naming the fields."""
     known = await reference()
-    errors = []
-    if terms.recipient not in known.ministries:
-        errors.append({"field": "recipient", "message": f"unknown ministry {terms.recipient}"})
-    for missing in sorted(terms.categories - known.categories):
-        errors.append({"field": "categories", "message": f"unknown data category {missing}"})
-    if terms.purpose not in known.purposes:
-        errors.append({"field": "purpose", "message": f"unknown purpose {terms.purpose}"})
+    errors = [
+        *known.unknown("recipient", "ministry", [terms.recipient]),
+        *known.unknown("categories", "data category", terms.categories),
+        *known.unknown("purpose", "purpose", [terms.purpose]),
+    ]
     if (terms.hidden_until is None) != (terms.hidden_reason is None):
         errors.append(
             {"field": "hidden_until", "message": "hidden_until and hidden_reason come together"}

@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from consent.errors import Conflict, Invalid, NotFound
 from consent.identity import EXPIRY, PORTAL, Actor, Pseudonymizer
-from consent.models import Consent, ConsentStatus, DataCategory, Ministry, Notification, Purpose
+from consent.models import Consent, ConsentStatus, Ministry, Notification
+from consent.reference import reference
 from ledger.entry import Basis, Entry, commitment, format_time
 from ledger.log import TransparencyLog
 from ledger.sequencer import Appended, Subject
@@ -281,15 +282,12 @@ async def _own(pseudonym: str, consent_id: uuid.UUID | str) -> Consent:
 
 
 async def _validate(terms: ConsentTerms, now: datetime) -> None:
-    errors = []
-    known_ministries = {m.code for m in await Ministry.filter(code__in=sorted(terms.sources))}
-    for missing in sorted(terms.sources - known_ministries):
-        errors.append({"field": "sources", "message": f"unknown ministry {missing}"})
-    known = {c.code for c in await DataCategory.filter(code__in=sorted(terms.categories))}
-    for missing in sorted(terms.categories - known):
-        errors.append({"field": "categories", "message": f"unknown data category {missing}"})
-    if not await Purpose.exists(code=terms.purpose):
-        errors.append({"field": "purpose", "message": f"unknown purpose {terms.purpose}"})
+    known = await reference()
+    errors = [
+        *known.unknown("sources", "ministry", terms.sources),
+        *known.unknown("categories", "data category", terms.categories),
+        *known.unknown("purpose", "purpose", [terms.purpose]),
+    ]
     if terms.valid_until <= terms.valid_from:
         errors.append({"field": "valid_until", "message": "must be after valid_from"})
     if terms.valid_until <= now:
