@@ -1,11 +1,23 @@
-"""Secret files under ``var/secrets``: created on first use, readable by the owner only."""
+"""Secret files under ``var/secrets``: created on first use, readable by the owner only.
+
+Files are only ever replaced whole (write a new file, then rename it over the old one),
+so a process reading a key file sees the old key or the new one, never a mixture; a
+running server notices a replaced file by its inode and modification time
+(``Reloaded``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class KeyFileError(RuntimeError):
@@ -54,3 +66,105 @@ def _read(path: Path) -> bytes:
     if not data:
         raise KeyFileError(f"{path} is empty; remove it to have a new secret generated")
     return data
+
+
+def read_secret(path: Path) -> bytes:
+    """The secret stored at ``path``.
+
+    Raises FileNotFoundError when there is none, KeyFileError when it is readable by
+    others or empty.
+    """
+    return _read(path)
+
+
+def replace_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600), atomically replacing any file there.
+
+    The new file is complete on disk before the rename, and the rename is made durable,
+    so a crash leaves the old file or the new one.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _sync_directory(path.parent)
+
+
+def remove_secret(path: Path) -> None:
+    """Delete the file at ``path`` (if any), durably."""
+    path.unlink(missing_ok=True)
+    if path.parent.is_dir():
+        _sync_directory(path.parent)
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory/.lock`` (two rotations never interleave)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def file_stamp(paths: Sequence[Path]) -> tuple[tuple[int, int, int] | None, ...]:
+    """For each path its (inode, size, mtime in ns), or None when it does not exist."""
+    stamps: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            stamps.append(None)
+            continue
+        stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
+class Reloaded(Generic[T]):
+    """A value loaded from files, loaded again when one of them is replaced or changed.
+
+    ``load(now)`` returns the value and the POSIX time after which it must be loaded again
+    even if no file changed (a key leaving the key set at the end of its retention), or
+    None. Checking costs one ``stat`` per file, so ``get()`` may be called per request:
+    every worker of a server then follows the same files within one request.
+    """
+
+    def __init__(
+        self, paths: Sequence[Path], load: Callable[[float], tuple[T, float | None]]
+    ) -> None:
+        self._paths = tuple(paths)
+        self._load = load
+        self._stamp: tuple[tuple[int, int, int] | None, ...] | None = None
+        self._value: T | None = None
+        self._until: float | None = None
+
+    def get(self, now: float | None = None) -> T:
+        """The value, loaded again first if a file changed. Raises what ``load`` raises."""
+        now = time.time() if now is None else now
+        # Stamp before reading: a file replaced while loading is noticed next time.
+        stamp = file_stamp(self._paths)
+        if (
+            self._value is None
+            or stamp != self._stamp
+            or (self._until is not None and now >= self._until)
+        ):
+            self._value, self._until = self._load(now)
+            self._stamp = stamp
+        return self._value
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

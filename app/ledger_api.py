@@ -2,8 +2,8 @@
 
 The C2SP tlog-tiles layout (``checkpoint``, ``tile/<L>/<N>[.p/<W>]``,
 ``tile/entries/<N>[.p/<W>]``) so that standard tools can mirror and check the log, the
-verifier key at ``vkey``, and JSON endpoints for inclusion and consistency proofs and a
-tlog-proof receipt of any entry.
+verifier key at ``vkey`` (every key the log has had at ``vkeys``), and JSON endpoints
+for inclusion and consistency proofs and a tlog-proof receipt of any entry.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int:
                 errors=[{"field": name, "message": "required"}],
             )
         return default
-    if not raw.isdigit() or (len(raw) > 1 and raw[0] == "0") or len(raw) > 19:
+    if not (raw.isascii() and raw.isdigit()) or (len(raw) > 1 and raw[0] == "0") or len(raw) > 19:
         raise Problem(
             400,
             "validation",
@@ -90,7 +90,15 @@ async def checkpoint(request: Request) -> Response:
 
 
 async def vkey(request: Request) -> Response:
-    return PlainTextResponse(_ledger(request).vkey + "\n", headers={"Cache-Control": IMMUTABLE})
+    # Not immutable: `onceonly keys rotate checkpoint` changes the current key.
+    return PlainTextResponse(_ledger(request).vkey + "\n", headers={"Cache-Control": FRESH})
+
+
+async def vkeys(request: Request) -> Response:
+    """Every key the log's checkpoints may be signed with, one vkey per line, newest
+    first: the first line is the current key (the one ``vkey`` serves)."""
+    lines = "".join(key.vkey + "\n" for key in _ledger(request).verifiers)
+    return PlainTextResponse(lines, headers={"Cache-Control": FRESH})
 
 
 async def tile(request: Request) -> Response:
@@ -146,7 +154,7 @@ async def consistency_proof(request: Request) -> Response:
 
 async def receipt(request: Request) -> Response:
     raw = request.path_params["index"]
-    if not raw.isdigit() or (len(raw) > 1 and raw[0] == "0") or len(raw) > 19:
+    if not (raw.isascii() and raw.isdigit()) or (len(raw) > 1 and raw[0] == "0") or len(raw) > 19:
         raise Problem(400, "validation", "Validation failed", "The entry index must be a number.")
     index = int(raw)
     log = _ledger(request)
@@ -164,6 +172,7 @@ async def receipt(request: Request) -> Response:
 routes = [
     Route("/ledger/checkpoint", checkpoint, methods=["GET"]),
     Route("/ledger/vkey", vkey, methods=["GET"]),
+    Route("/ledger/vkeys", vkeys, methods=["GET"]),
     Route("/ledger/tile/{path:path}", tile, methods=["GET"]),
     Route("/ledger/proof/inclusion", inclusion_proof, methods=["GET"]),
     Route("/ledger/proof/consistency", consistency_proof, methods=["GET"]),

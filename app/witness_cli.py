@@ -1,7 +1,7 @@
 """``onceonly witness``: a C2SP tlog-witness for the commissioner's office.
 
     onceonly witness init --name NAME --state DIR      new witness key, prints its vkey
-    onceonly witness add-log --state DIR --vkey VKEY [--origin ORIGIN]
+    onceonly witness add-log --state DIR --vkey VKEY [--origin ORIGIN] [--replace]
     onceonly witness serve --state DIR [--host H] [--port P]
 
 The witness keeps everything in DIR, outside the ledger's database: its key in
@@ -9,6 +9,11 @@ The witness keeps everything in DIR, outside the ledger's database: its key in
 in ``state.json``, replaced atomically. ``serve`` answers ``POST /add-checkpoint`` as
 the spec says (ledger.witness holds the rule). A split view is logged at ERROR level
 with the conflicting checkpoint, and the log gets no further cosignature.
+
+When a log rotates its checkpoint key, it signs each checkpoint with its old and new
+keys for a while; ``add-log --replace`` switches the witness to the new key, keeping the
+size and root hash it cosigned last, so the log stays checked for consistency across
+the rotation. A running ``serve`` follows ``state.json`` when ``add-log`` replaces it.
 
 Errors end with one ``onceonly: error: ...`` line and exit 1 (printed here, not raised
 as app.cli.CommandError, for the reason given in app.ledger_cli).
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -34,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from app.keyfiles import file_stamp
 from ledger import witness
 from ledger.errors import NoteError
 from ledger.note import Cosigner
@@ -70,6 +77,12 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     add_log.add_argument("--state", required=True, type=Path, metavar="DIR")
     add_log.add_argument("--vkey", required=True, help="the log's verifier key")
     add_log.add_argument("--origin", help="the log's origin (default: the key's name)")
+    add_log.add_argument(
+        "--replace",
+        action="store_true",
+        help="the log rotated its key: trust VKEY instead of its previous key, keeping "
+        "the size and root hash cosigned so far",
+    )
     add_log.set_defaults(handler=_guarded(_add_log))
 
     serve = actions.add_parser("serve", help="answer add-checkpoint requests over HTTP")
@@ -117,11 +130,29 @@ def _init(settings: Settings, args: argparse.Namespace) -> int:
 def _add_log(settings: Settings, args: argparse.Namespace) -> int:
     directory: Path = args.state
     load_cosigner(directory)  # an initialised witness directory, not a typo
-    state = witness.add_log(load_state(directory), args.vkey.strip(), args.origin)
-    save_state(directory, state)
+    state = load_state(directory)
     origin = args.origin or args.vkey.split("+", 1)[0]
+    if args.replace:
+        state = replace_log_key(state, args.vkey.strip(), origin)
+    else:
+        state = witness.add_log(state, args.vkey.strip(), args.origin)
+    save_state(directory, state)
     print(f"trusting log {origin} at size {state.logs[origin].size}")
     return 0
+
+
+def replace_log_key(state: witness.WitnessState, vkey: str, origin: str) -> witness.WitnessState:
+    """``state`` with the known log ``origin`` trusted under ``vkey`` instead of its old
+    key; the size and root hash cosigned so far (and any split view) are kept.
+
+    Raises WitnessError for a malformed or non-Ed25519 key, and _Stop for a log the
+    witness does not know yet (add it without --replace).
+    """
+    known = state.logs.get(origin)
+    if known is None:
+        raise _Stop(f"log {origin} is not trusted yet; add it without --replace")
+    checked = witness.add_log(witness.WitnessState(), vkey, origin).logs[origin]
+    return state.with_log(origin, dataclasses.replace(known, vkey=checked.vkey))
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -142,6 +173,7 @@ class WitnessService:
     def __init__(self, directory: Path, clock: Callable[[], int] = lambda: int(time.time())):
         self.directory = directory
         self.cosigner = load_cosigner(directory)
+        self._stamp = file_stamp([directory / STATE_FILE])  # before reading it
         self.state = load_state(directory)
         self.clock = clock
         # The spec requires checking the old size and persisting the new one atomically.
@@ -158,15 +190,27 @@ class WitnessService:
         persisted (the log suspended) before SplitView propagates.
         """
         async with self._lock:
+            self._follow_state_file()
             try:
                 state, line = witness.add_checkpoint(self.state, body, self.cosigner, self.clock())
             except witness.SplitView as split:
-                save_state(self.directory, split.state)
-                self.state = split.state
+                self._save(split.state)
                 raise
-            save_state(self.directory, state)
-            self.state = state
+            self._save(state)
             return line
+
+    def _follow_state_file(self) -> None:
+        # `onceonly witness add-log` (a new log, or --replace after a log's key rotation)
+        # may have replaced state.json while serving: use it, never write older state.
+        stamp = file_stamp([self.directory / STATE_FILE])
+        if stamp != self._stamp:
+            self.state = load_state(self.directory)
+            self._stamp = stamp
+
+    def _save(self, state: witness.WitnessState) -> None:
+        save_state(self.directory, state)
+        self.state = state
+        self._stamp = file_stamp([self.directory / STATE_FILE])
 
 
 def create_witness_app(directory: Path) -> Starlette:

@@ -5,7 +5,9 @@ ISO/IEC TS 27560 (consent record information structure): who the controller is, 
 person (here only by pseudonym), the purposes with their data categories, the
 lawful basis, the notice the person saw (by hash), the validity window and the state
 of the consent, plus where the event is in Onceonly's ledger. The receipt is a JWS
-(compact JWT, ES256) signed with Onceonly's receipt key.
+(compact JWT, ES256) signed with Onceonly's receipt key; its ``kid`` names the key in
+the published key set (``/api/v1/jwks``), which keeps the keys of receipts signed
+before a key rotation.
 """
 
 from __future__ import annotations
@@ -111,6 +113,25 @@ def read_receipt(token: str, public_key: Any, issuer: str) -> dict[str, Any]:
     return jwt.decode(
         token, public_key, algorithms=["ES256"], issuer=issuer, options={"require": ["iss"]}
     )
+
+
+def read_receipt_with_key_set(token: str, key_set: dict[str, Any], issuer: str) -> dict[str, Any]:
+    """Verify a receipt with the key its ``kid`` names in a JWK Set; return its claims.
+
+    ``key_set`` is a JWK Set document (``{"keys": [...]}``) such as ``/api/v1/jwks``.
+    Raises jwt.InvalidTokenError when the receipt does not verify or its key is not in
+    the set.
+    """
+    kid = jwt.get_unverified_header(token).get("kid")
+    keys = key_set.get("keys") if isinstance(key_set, dict) else None
+    for jwk in keys if isinstance(keys, list) else []:
+        if isinstance(jwk, dict) and isinstance(kid, str) and jwk.get("kid") == kid:
+            try:
+                public_key = jwt.algorithms.ECAlgorithm.from_jwk(jwk)
+            except jwt.InvalidKeyError:
+                break
+            return read_receipt(token, public_key, issuer)
+    raise jwt.InvalidTokenError("the receipt is signed by a key that is not in the key set")
 
 
 async def facts_of(consent: Any, language: str = "en") -> ReceiptFacts:

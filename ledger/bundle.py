@@ -3,7 +3,8 @@
 A bundle is a static C2SP tlog-tiles mirror of the newest checkpoint, plus every older
 checkpoint and a manifest. Paths are relative to the bundle directory:
 
-- ``vkey``: the log's verifier key line (``name+keyid+key``, then a newline);
+- ``vkey``: the log's verifier key line (``name+keyid+key``, then a newline); after
+  a key rotation one line per key the log has had, the current key first;
 - ``checkpoint``: the newest signed checkpoint, exact bytes;
 - ``checkpoints/<size>``: every signed checkpoint up to the newest, exact bytes;
 - ``tile/entries/<N>[.p/<W>]``: the entry bundles of the newest tree;
@@ -33,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.checkpoint import LogKeys
 from ledger.database import LedgerDatabase
 from ledger.errors import LedgerError, NoteError, TileError
 from ledger.merkle import EMPTY_ROOT, HASH_SIZE
-from ledger.note import NoteVerifier, parse_vkey
+from ledger.note import parse_vkey
 from ledger.tiles import TILE_WIDTH, TileRef, decode_bundle, encode_bundle, tiles_for_size
 from ledger.verify import (
     Failure,
@@ -128,7 +130,8 @@ class Manifest:
         """
         try:
             document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # also a number past int()'s digit
+            # limit, or nesting deeper than the recursion limit
             raise BundleError(f"not JSON: {error}") from None
         if not isinstance(document, dict) or set(document) != _MANIFEST_KEYS:
             raise BundleError(f"fields must be exactly {', '.join(sorted(_MANIFEST_KEYS))}")
@@ -189,7 +192,7 @@ def check_export_directory(directory: Path) -> None:
 
 async def export_bundle(
     db: LedgerDatabase,
-    verifier_vkey: str,
+    verifier_vkey: str | Sequence[str],
     origin: str,
     directory: Path,
     *,
@@ -201,15 +204,20 @@ async def export_bundle(
     ``directory`` must not exist or be empty. The bundle is written beside it and
     renamed into place, so it appears complete or not at all; appends while exporting
     are not in it. Stored bytes are copied as they are (verify the bundle to judge
-    them). ``progress(done, total)`` is called as entries are written. Returns the
-    manifest. Raises BundleError when the directory is not empty, the vkey is malformed,
-    the log has no checkpoint yet, or the stored log lacks an entry or a tile the
-    newest checkpoint needs; OSError when the files cannot be written; LedgerUnavailable
-    when the database cannot be read.
+    them). ``verifier_vkey`` is the log's key, or every key it has had (the current one
+    first) when its key was rotated. ``progress(done, total)`` is called as entries
+    are written. Returns the manifest. Raises BundleError when the directory is not
+    empty, a vkey is malformed, the log has no checkpoint yet, or the stored log lacks
+    an entry or a tile the newest checkpoint needs; OSError when the files cannot be
+    written; LedgerUnavailable when the database cannot be read.
     """
     check_export_directory(directory)
+    vkeys = [verifier_vkey] if isinstance(verifier_vkey, str) else list(verifier_vkey)
     try:
-        parse_vkey(verifier_vkey)
+        if not vkeys:
+            raise NoteError("no key given")
+        for vkey in vkeys:
+            parse_vkey(vkey)
     except NoteError as error:
         raise BundleError(f"not a verifier key: {error}") from None
     rows = await db.fetch(
@@ -229,11 +237,12 @@ async def export_bundle(
             "entries": size,
         }
         await asyncio.to_thread(
-            writer.write_all, [(VKEY, f"{verifier_vkey}\n".encode()), (CHECKPOINT, note)]
+            writer.write_all,
+            [(VKEY, "".join(f"{k}\n" for k in vkeys).encode()), (CHECKPOINT, note)],
         )
         manifest = Manifest(
             origin=origin,
-            vkey=verifier_vkey,
+            vkey=vkeys[0],
             size=size,
             root=b64(root),
             created=dt.datetime.now(dt.UTC).strftime(_CREATED_FORMAT),
@@ -339,7 +348,7 @@ async def _export_tiles(db: LedgerDatabase, writer: _Writer, size: int) -> int:
 def verify_bundle(
     directory: Path,
     *,
-    vkey: str | None = None,
+    vkey: str | Sequence[str] | None = None,
     progress: Progress | None = None,
     deep: bool = False,
 ) -> VerifyReport:
@@ -351,8 +360,11 @@ def verify_bundle(
     bundle's vkey for the manifest's origin, root equal to the rebuilt tree's at its
     size, so all are consistent), that ``checkpoint`` is the newest of them, and every
     hash tile. When ``vkey`` (the log's key, obtained some other way) is given, the
-    bundle's vkey must be that key. With ``deep`` every entry must also decode as a
-    canonical entry. ``progress(done, total)`` is called as entries are checked.
+    bundle's vkey must be that key. After a key rotation ``vkey`` may be several keys
+    (a sequence, or one string of keys separated by white space): that trusted set
+    checks the checkpoints, and every key the bundle lists must be in it. With ``deep``
+    every entry must also decode as a canonical entry. ``progress(done, total)`` is
+    called as entries are checked.
 
     Never raises for a bad bundle: returns a VerifyReport naming the first file,
     checkpoint, tile or entry that does not match.
@@ -383,7 +395,7 @@ class _BundleVerification:
         except OSError as error:
             raise _fail(f"{path} cannot be read: {error.strerror or error}") from None
 
-    def run(self, trusted_vkey: str | None, progress: Progress | None) -> None:
+    def run(self, trusted_vkey: str | Sequence[str] | None, progress: Progress | None) -> None:
         if not self.directory.is_dir():
             raise _fail(f"{self.directory} is not a directory")
         manifest = self._manifest()
@@ -404,21 +416,25 @@ class _BundleVerification:
         except BundleError as error:
             raise _fail(f"{MANIFEST}: {error}") from None
 
-    def _verifier(self, manifest: Manifest, trusted: str | None) -> NoteVerifier:
+    def _verifier(self, manifest: Manifest, trusted: str | Sequence[str] | None) -> LogKeys:
         text = self.read(VKEY)
         try:
-            line = text.decode("ascii")
+            lines = text.decode("ascii")
         except UnicodeDecodeError:
             raise _fail(f"{VKEY} is not an ASCII verifier key line") from None
-        if not line.endswith("\n") or line.count("\n") != 1:
-            raise _fail(f"{VKEY} is not one line ending in a newline")
-        line = line[:-1]
-        if trusted is not None and line != trusted.strip():
-            raise _fail(f"{VKEY}: the bundle's key {line!r} is not the trusted key {trusted!r}")
-        if line != manifest.vkey:
+        if not lines.endswith("\n") or "\n\n" in lines or lines.startswith("\n"):
+            raise _fail(f"{VKEY} is not one key per line, each ending in a newline")
+        keys = lines[:-1].split("\n")
+        trusted_keys = None if trusted is None else _key_list(trusted)
+        for line in keys:
+            if trusted_keys is not None and line not in trusted_keys:
+                shown = trusted_keys[0] if len(trusted_keys) == 1 else trusted_keys
+                what = "the trusted key" if len(trusted_keys) == 1 else "one of the trusted keys"
+                raise _fail(f"{VKEY}: the bundle's key {line!r} is not {what} {shown!r}")
+        if keys[0] != manifest.vkey:
             raise _fail(f"{VKEY} is not the vkey {MANIFEST} names")
         try:
-            return parse_vkey(line)
+            return tuple(parse_vkey(line) for line in trusted_keys or keys)
         except NoteError as error:
             raise _fail(f"{VKEY}: not a verifier key: {error}") from None
 
@@ -478,7 +494,7 @@ class _BundleVerification:
     def _rebuild(
         self,
         manifest: Manifest,
-        verifier: NoteVerifier,
+        verifier: LogKeys,
         sizes: list[int],
         progress: Progress | None,
     ) -> None:
@@ -524,7 +540,7 @@ class _BundleVerification:
         if failure is not None:
             raise VerificationFailed(failure)
 
-    def _check_checkpoint(self, size: int, manifest: Manifest, verifier: NoteVerifier) -> None:
+    def _check_checkpoint(self, size: int, manifest: Manifest, verifier: LogKeys) -> None:
         path = f"{CHECKPOINTS}{size}"
         root = self.tree.root() if size else EMPTY_ROOT
         failure = check_checkpoint(
@@ -535,6 +551,11 @@ class _BundleVerification:
         self.state.checkpoints += 1
         self.state.tree_size = size
         self.state.root = root
+
+
+def _key_list(keys: str | Sequence[str]) -> list[str]:
+    """Verifier keys given as one string (separated by white space) or a sequence."""
+    return keys.split() if isinstance(keys, str) else [key.strip() for key in keys]
 
 
 def _entry_bundles(size: int) -> list[TileRef]:

@@ -72,6 +72,8 @@ def parse_checkpoint(text: str) -> Checkpoint:
     origin, size_text, root_text, *extensions = lines
     if not _DECIMAL.fullmatch(size_text):
         raise CheckpointError(f"tree size {size_text!r} is not a decimal without leading zeros")
+    if len(size_text) > len(str(MAX_TREE_SIZE)):  # also keeps int() within its digit limit
+        raise CheckpointError("tree size out of range")
     try:
         root_hash = base64.b64decode(root_text, validate=True)
     except (binascii.Error, ValueError):
@@ -81,17 +83,24 @@ def parse_checkpoint(text: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root_hash, tuple(extensions))
 
 
-def sign_checkpoint(checkpoint: Checkpoint, signer: NoteSigner) -> bytes:
+#: The log's key, or its keys across a rotation (any order; see ``open_checkpoint``).
+LogKeys = NoteVerifier | Sequence[NoteVerifier]
+
+
+def sign_checkpoint(checkpoint: Checkpoint, signer: NoteSigner | Sequence[NoteSigner]) -> bytes:
     """Return the checkpoint as a signed note, signed by the log's ``signer``.
 
-    Raises NoteError if the signer cannot sign (see ``ledger.note.sign_note``).
+    ``signer`` may be several keys (during a key rotation the new and the previous key
+    both sign), one signature line each, in order. Raises NoteError if a signer cannot
+    sign (see ``ledger.note.sign_note``).
     """
-    return sign_note(checkpoint.body(), [signer])
+    signers = list(signer) if isinstance(signer, Sequence) else [signer]
+    return sign_note(checkpoint.body(), signers)
 
 
 def open_checkpoint(
     note: bytes,
-    verifier: NoteVerifier,
+    verifier: LogKeys,
     *,
     origin: str,
     witnesses: Sequence[NoteVerifier] = (),
@@ -99,17 +108,19 @@ def open_checkpoint(
 ) -> Checkpoint:
     """Verify a signed checkpoint from the log whose key is ``verifier`` and parse it.
 
-    The log's own signature is required, the origin line must equal ``origin``, and at
-    least ``quorum`` of the ``witnesses`` must have cosigned it. Signatures from other
-    keys are ignored. Raises CheckpointError for any failure, with the NoteError of a
-    bad note as its cause.
+    ``verifier`` may be the log's keys across rotations (the trusted set): a valid
+    signature by one of them is required, and every signature by any of them must be
+    valid. The origin line must equal ``origin``, and at least ``quorum`` of the
+    ``witnesses`` must have cosigned it. Signatures from other keys are ignored. Raises
+    CheckpointError for any failure, with the NoteError of a bad note as its cause.
     """
+    keys = log_keys(verifier)
     try:
-        opened = open_note(note, [verifier, *witnesses])
+        opened = open_note(note, [*keys, *witnesses])
     except NoteError as error:
         raise CheckpointError(f"checkpoint note: {error}") from error
     signed_by = {(s.name, s.key_id) for s in opened.signatures}
-    if (verifier.name, verifier.key_id) not in signed_by:
+    if not any((key.name, key.key_id) in signed_by for key in keys):
         raise CheckpointError("checkpoint is not signed by the log's key")
     cosigned = sum((w.name, w.key_id) in signed_by for w in witnesses)
     if cosigned < quorum:
@@ -118,3 +129,13 @@ def open_checkpoint(
     if checkpoint.origin != origin:
         raise CheckpointError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
     return checkpoint
+
+
+def log_keys(keys: LogKeys) -> tuple[NoteVerifier, ...]:
+    """The log's keys as a tuple, each (name, key ID) once. Raises CheckpointError if none."""
+    unique: dict[tuple[str, int], NoteVerifier] = {}
+    for key in keys if isinstance(keys, Sequence) else [keys]:
+        unique.setdefault((key.name, key.key_id), key)
+    if not unique:
+        raise CheckpointError("no log key to check the checkpoint with")
+    return tuple(unique.values())

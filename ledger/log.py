@@ -30,6 +30,10 @@ from ledger.sequencer import Appended, Sequencer, Subject
 from ledger.tiles import TILE_WIDTH, encode_bundle
 from ledger.tilestore import FULL_TILE_BYTES, HASH_SIZE, TileStore
 
+#: No log reaches 2**63 entries (the databases' integer limit), so no tile number
+#: reaches this; larger ones are not looked up (they would overflow the query).
+_NO_SUCH_TILE = 2**63 // TILE_WIDTH
+
 
 class NotFound(LedgerError):
     """The asked-for entry, tile, checkpoint or size is not (yet) in the log."""
@@ -43,24 +47,49 @@ class StoredCheckpoint:
 
 
 class TransparencyLog:
-    """One append-only log in one database. ``open()`` it, ``close()`` it."""
+    """One append-only log in one database. ``open()`` it, ``close()`` it.
 
-    def __init__(self, db: LedgerDatabase, signer: Signer, origin: str) -> None:
+    After a key rotation the log has one current ``signer``, may have ``cosigners``
+    (the previous key, which still signs every new checkpoint during a transition) and
+    ``retired`` keys whose old checkpoints still verify; the origin never changes.
+    """
+
+    def __init__(
+        self,
+        db: LedgerDatabase,
+        signer: Signer,
+        origin: str,
+        *,
+        cosigners: Sequence[Signer] = (),
+        retired: Sequence[Verifier] = (),
+    ) -> None:
         self.db = db
         self.signer = signer
         self.origin = origin
+        current = (signer.name, signer.key_id)
+        self.cosigners = tuple(c for c in cosigners if (c.name, c.key_id) != current)
+        self.retired = tuple(retired)
         self.tiles = TileStore(db)
-        self.sequencer = Sequencer(db, self.tiles, signer, origin)
+        self.sequencer = Sequencer(db, self.tiles, self._signers, origin)
         # Checkpoints are never deleted, so a size once seen stays available.
         self._largest_size = 0
 
     @classmethod
-    async def open(cls, database_url: str, signer: Signer, origin: str) -> TransparencyLog:
+    async def open(
+        cls,
+        database_url: str,
+        signer: Signer,
+        origin: str,
+        *,
+        cosigners: Sequence[Signer] = (),
+        retired: Sequence[Verifier] = (),
+    ) -> TransparencyLog:
         """Connect to the database and start the sequencer.
 
         Raises LedgerUnavailable when the database cannot be reached.
         """
-        log = cls(open_ledger_database(database_url), signer, origin)
+        db = open_ledger_database(database_url)
+        log = cls(db, signer, origin, cosigners=cosigners, retired=retired)
         await log.db.connect()
         try:
             await log._sign_empty_tree()
@@ -75,7 +104,7 @@ class TransparencyLog:
         # written once (a second process finds it there).
         if await self.latest_checkpoint() is not None:
             return
-        note = sign_checkpoint(Checkpoint(self.origin, 0, EMPTY_ROOT), self.signer)
+        note = sign_checkpoint(Checkpoint(self.origin, 0, EMPTY_ROOT), self._signers)
         async with self.db.write() as tx:
             await tx.execute(
                 "INSERT INTO ledger_checkpoint (size, root_hash, note, created_at) "
@@ -92,13 +121,27 @@ class TransparencyLog:
         await self.db.close()
 
     @property
+    def _signers(self) -> tuple[Signer, ...]:
+        return (self.signer, *self.cosigners)
+
+    @property
     def verifier(self) -> Verifier:
+        """The current key's verifier (it signs every new checkpoint)."""
         return self.signer.verifier()
 
     @property
     def vkey(self) -> str:
-        """The log's verifier key: ``name+hex(keyid)+base64(0x01||key)``."""
+        """The log's current verifier key: ``name+hex(keyid)+base64(0x01||key)``."""
         return self.signer.verifier().vkey
+
+    @property
+    def verifiers(self) -> tuple[Verifier, ...]:
+        """Every key whose checkpoints are the log's, newest first: the current key, the
+        co-signing previous key, then the retired ones (each once)."""
+        unique: dict[tuple[str, int], Verifier] = {}
+        for key in [s.verifier() for s in self._signers] + list(self.retired):
+            unique.setdefault((key.name, key.key_id), key)
+        return tuple(unique.values())
 
     async def append(self, entry: Entry, subject: Subject | None = None) -> Appended:
         """Append one entry durably (see Sequencer.append)."""
@@ -147,6 +190,8 @@ class TransparencyLog:
 
     async def tile(self, level: int, number: int, width: int) -> bytes:
         """The hash tile ``level/number`` at ``width`` hashes. Raises NotFound."""
+        if number >= _NO_SUCH_TILE:
+            raise NotFound(f"tile {level}/{number} is beyond any log")
         data = (await self.tiles.read_tiles([(level, number)])).get((level, number))
         if data is None or len(data) < width * HASH_SIZE:
             raise NotFound(f"tile {level}/{number} has no {width} hashes yet")
@@ -156,6 +201,8 @@ class TransparencyLog:
 
     async def entry_bundle(self, number: int, width: int) -> bytes:
         """Entry bundle ``number`` with ``width`` entries (tlog-tiles). Raises NotFound."""
+        if number >= _NO_SUCH_TILE:
+            raise NotFound(f"entry bundle {number} is beyond any log")
         start = number * TILE_WIDTH
         rows = await self.db.fetch(
             "SELECT leaf FROM ledger_entry WHERE idx >= ? AND idx < ? ORDER BY idx",

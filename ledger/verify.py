@@ -27,12 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
-from ledger.checkpoint import open_checkpoint
+from ledger.checkpoint import LogKeys, open_checkpoint
 from ledger.database import LedgerDatabase
 from ledger.entry import decode_entry
 from ledger.errors import CheckpointError, EntryError
 from ledger.merkle import EMPTY_ROOT, HASH_SIZE, fold, tree_nodes
-from ledger.note import NoteVerifier
 from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileRef
 
 #: Called with (entries done, entries in total) as verification advances.
@@ -246,7 +245,7 @@ def check_tile(expected: HashTile, stored: bytes | None, *, where: str) -> Failu
 def check_checkpoint(
     size: int,
     note: bytes,
-    verifier: NoteVerifier,
+    verifier: LogKeys,
     origin: str,
     rebuilt_root: bytes,
     *,
@@ -255,7 +254,8 @@ def check_checkpoint(
 ) -> Failure | None:
     """Check one checkpoint of ``size`` against the tree rebuilt to that size, or None.
 
-    The note must open with the log's ``verifier`` and ``origin``, be for ``size``, and
+    The note must open with the log's ``verifier`` (its key, or its keys across
+    rotations: see ledger.checkpoint.open_checkpoint) and ``origin``, be for ``size``, and
     commit to ``rebuilt_root``; ``stored_root`` (a database column beside the note), when
     given, must equal the note's root.
     """
@@ -353,7 +353,7 @@ async def _snapshot(db: LedgerDatabase) -> _Snapshot:
 
 async def verify_database(
     db: LedgerDatabase,
-    verifier: NoteVerifier,
+    verifier: LogKeys,
     origin: str,
     *,
     progress: Progress | None = None,
@@ -364,11 +364,12 @@ async def verify_database(
 
     Checks, in one pass in index order: indices are contiguous from 0; each stored leaf
     hash is the hash of the stored leaf bytes; every entry is covered by a checkpoint;
-    every checkpoint is signed by ``verifier`` for ``origin``, is the checkpoint of its
-    row's size, has the root its ``root_hash`` column says and that root is the rebuilt
-    tree's at its size; every stored tile equals the rebuilt tree's tile and no other
-    tile is stored. With ``deep`` each leaf must also decode as a canonical entry
-    (``ledger.entry.decode_entry``), which is much slower.
+    every checkpoint is signed by ``verifier`` for ``origin`` (after a key rotation,
+    give every key the log has had: each checkpoint must be signed by one of them), is
+    the checkpoint of its row's size, has the root its ``root_hash`` column says and
+    that root is the rebuilt tree's at its size; every stored tile equals the rebuilt
+    tree's tile and no other tile is stored. With ``deep`` each leaf must also decode
+    as a canonical entry (``ledger.entry.decode_entry``), which is much slower.
 
     Entries are read ``batch`` at a time; ``progress(done, total)`` is called after each
     batch. Rows appended while verifying are ignored: the log is verified as it was
@@ -389,7 +390,7 @@ class _DatabaseVerification:
     def __init__(
         self,
         db: LedgerDatabase,
-        verifier: NoteVerifier,
+        verifier: LogKeys,
         origin: str,
         state: Tally,
         *,

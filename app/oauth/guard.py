@@ -10,6 +10,8 @@ refusal is an app.problems.Problem, rendered as an RFC 9457 document with an RFC
  401   ``invalid-token``       ``error="invalid_token"``: bad, expired, foreign
                                token, or its client is disabled or gone
  403   ``insufficient-scope``  ``error="insufficient_scope"``, ``scope=...``
+ 403   ``audit-read-only``     an ``audit`` token asked to write, or holding a
+                               write scope too (auditors only read)
 =====  ======================  =============================================
 
 The token itself never appears in a problem, a header or a log line.
@@ -23,7 +25,7 @@ from collections.abc import Callable
 
 from starlette.requests import Request
 
-from app.oauth.clients import active_client
+from app.oauth.clients import WRITE_SCOPES, active_client
 from app.oauth.server import key_ring
 from app.oauth.tokens import AccessToken, InvalidToken, verify_access_token
 from app.problems import Problem
@@ -75,6 +77,14 @@ class VerifiedTokenCache:
     def __init__(self, limit: int = 10_000) -> None:
         self._tokens: dict[bytes, AccessToken] = {}
         self._limit = limit
+        self._keys: object = None
+
+    def follow(self, keys: object) -> None:
+        """Forget every token verified under another key ring than ``keys`` (a key
+        rotation or retirement replaced it), so a removed key's tokens are refused."""
+        if keys is not self._keys:
+            self._tokens.clear()
+            self._keys = keys
 
     def get(self, raw: str) -> AccessToken | None:
         key = hashlib.sha256(raw.encode()).digest()
@@ -118,21 +128,33 @@ async def require(request: Request, scope: str) -> AccessToken:
 
     Also stored as ``request.state.access_token``. Raises Problem 401
     ``unauthorized`` without a bearer token, 401 ``invalid-token`` when the token
-    does not verify or its client is disabled or unknown, and 403
+    does not verify or its client is disabled or unknown, 403 ``audit-read-only`` when
+    it holds ``audit`` and ``scope`` or another of its scopes writes, and 403
     ``insufficient-scope`` when it lacks ``scope``.
     """
     raw = bearer_token(request)
+    ring = key_ring(request)
+    verified_tokens(request).follow(ring)
     token = verified_tokens(request).get(raw)
     if token is None:
         try:
-            token = verify_access_token(
-                raw, request.app.state.settings, key_ring(request).verification
-            )
+            token = verify_access_token(raw, request.app.state.settings, ring.verification)
         except InvalidToken as exc:
             raise _invalid_token(exc.reason) from None
         verified_tokens(request).put(raw, token)
     if not await client_status(request).is_active(token.client_id):
         raise _invalid_token("the client is disabled or no longer registered")
+    if "audit" in token.scopes and (scope in WRITE_SCOPES or token.scopes & WRITE_SCOPES):
+        # Registration refuses such a client already; a token that still mixes the
+        # roles (a client changed in the database) is refused on every call.
+        raise Problem(
+            403,
+            "audit-read-only",
+            "Auditors only read",
+            "An access token with the audit scope cannot be used to write, nor together "
+            "with a scope that writes.",
+            headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'},
+        )
     if scope not in token.scopes:
         raise Problem(
             403,

@@ -11,16 +11,21 @@ implementation (``authlib.jose`` is deprecated in its favour and Authlib depends
 it): it implements RFC 7517 and RFC 7638 exactly, so we do not hand-roll base64url
 coordinates or the canonical thumbprint input.
 
-Rotation: a :class:`KeyRing` holds one signing key and a tuple of verification keys.
-Today the tuple holds the signing key's public half only; a rotation adds the new key
-as signer and keeps the old public key in ``verification`` until the last token it
-signed has expired, and the JWK Set lists every verification key.
+Rotation (``onceonly keys rotate token``, app.keys_cli): a :class:`KeyRing` holds one
+signing key and a tuple of verification keys: the signing key's public half first, then
+each retired key that ``keys.json`` (app.keys) still lists as verifying, newest first.
+The JWK Set lists every verification key, so a token signed before a rotation stays
+valid until it expires; a token whose ``kid`` is not in the ring is refused.
+``token_keys`` re-reads the files when a rotation replaces them, so every worker of a
+running server follows a rotation at its next request.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
-from app.keyfiles import KeyFileError, load_or_create
+from app.keyfiles import KeyFileError, Reloaded, load_or_create
+from app.keys import TOKEN, history_path, key_history, load_public_pem, older_keys
 from app.settings import Settings
 
 #: The only algorithm Onceonly signs access tokens with, and the only one it accepts.
@@ -110,13 +116,30 @@ def token_signing_key(settings: Settings) -> SigningKey:
     return SigningKey(key_id(key.public_key()), key)
 
 
-def token_key_ring(settings: Settings) -> KeyRing:
-    """The key ring for these settings: the signing key, which is also the only verifier.
+def token_key_ring(settings: Settings, now: float | None = None) -> KeyRing:
+    """The key ring for these settings at POSIX time ``now`` (default: now).
 
-    Raises KeyFileError as token_signing_key does.
+    The signing key verifies too, then every retired token key in ``keys.json`` whose
+    retention has not ended. Raises KeyFileError as token_signing_key and
+    app.keys.key_history do.
     """
-    signing = token_signing_key(settings)
-    return KeyRing(signing, (signing.verification_key,))
+    return load_token_key_ring(settings, time.time() if now is None else now)[0]
+
+
+def load_token_key_ring(settings: Settings, now: float) -> tuple[KeyRing, float | None]:
+    """The key ring at ``now`` and the POSIX time its next retired key leaves it (or None)."""
+    signing = token_signing_key(settings)  # before keys.json: see app.keys
+    records, until = older_keys(
+        key_history(settings), TOKEN, {signing.kid}, datetime.fromtimestamp(now, UTC)
+    )
+    retired = tuple(VerificationKey(record.id, load_public_pem(record)) for record in records)
+    return KeyRing(signing, (signing.verification_key, *retired)), until
+
+
+def token_keys(settings: Settings) -> Reloaded[KeyRing]:
+    """The key ring, read again whenever a rotation replaces the token key files."""
+    files = [Path(settings.secrets_dir) / TOKEN_KEY_FILE, history_path(settings)]
+    return Reloaded(files, lambda now: load_token_key_ring(settings, now))
 
 
 def _generate_pem() -> bytes:

@@ -7,13 +7,16 @@
 - ``GET /.well-known/oauth-authorization-server``: RFC 8414 server metadata.
 
 Every answer of the token endpoint carries ``Cache-Control: no-store``. Its errors
-never say whether a client_id exists.
+never say whether a client_id exists. It is rate-limited (app.ratelimit) per client
+address, per client once authenticated, and failed client authentications have a
+stricter limit of their own per address: past any of them, a 429 problem.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -22,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.keyfiles import Reloaded
 from app.oauth.clients import (
     ALL_ASSERTION_ALGORITHMS,
     SCOPES,
@@ -33,8 +37,18 @@ from app.oauth.clients import (
     authenticate_client,
     granted_scopes,
 )
-from app.oauth.keys import KeyRing, token_key_ring
+from app.oauth.keys import KeyRing, token_keys
 from app.oauth.tokens import issue_access_token
+from app.ratelimit import (
+    TOKEN_CLIENT,
+    TOKEN_FAILURES,
+    TOKEN_IP,
+    RateLimited,
+    client_address,
+    enforce,
+    limiter,
+    too_many_requests,
+)
 from app.settings import Settings
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path
@@ -105,16 +119,17 @@ def metadata_url(settings: Settings) -> str:
 
 
 def key_ring(request: Request) -> KeyRing:
-    """The application's token keys, loaded (or generated) once and kept on app.state.
+    """The application's token keys, loaded (or generated) on first use, kept on
+    app.state and read again when ``onceonly keys`` replaces their files.
 
-    Raises KeyFileError when the key file cannot be used.
+    Raises KeyFileError when a key file cannot be used.
     """
     state = request.app.state
-    ring: KeyRing | None = getattr(state, "oauth_key_ring", None)
-    if ring is None:
-        ring = token_key_ring(state.settings)
-        state.oauth_key_ring = ring
-    return ring
+    keys: Reloaded[KeyRing] | None = getattr(state, "oauth_token_keys", None)
+    if keys is None:
+        keys = token_keys(state.settings)
+        state.oauth_token_keys = keys
+    return keys.get()
 
 
 def replay_cache(request: Request) -> ReplayCache:
@@ -130,6 +145,13 @@ def replay_cache(request: Request) -> ReplayCache:
 async def token(request: Request) -> Response:
     """The token endpoint: client credentials grant only."""
     settings: Settings = request.app.state.settings
+    address = client_address(request)
+    enforce(request, TOKEN_IP, address)
+    try:
+        # An address that keeps failing to authenticate is refused before trying again.
+        limiter(request).peek(TOKEN_FAILURES, address)
+    except RateLimited as exc:
+        raise too_many_requests(exc) from None
     try:
         form = await _read_form(request)
         grant_type = form.get("grant_type")
@@ -154,11 +176,15 @@ async def token(request: Request) -> Response:
             raise OAuthError("invalid_scope", str(exc)) from None
     except OAuthError as exc:
         log.info("token request refused: %s (%s)", exc.error, exc.description)
+        if exc.error == "invalid_client":
+            with contextlib.suppress(RateLimited):
+                limiter(request).hit(TOKEN_FAILURES, address)
         return JSONResponse(
             {"error": exc.error, "error_description": exc.description},
             status_code=exc.status,
             headers={**NO_STORE, **exc.headers},
         )
+    enforce(request, TOKEN_CLIENT, client.client_id)
     access_token, expires_in = issue_access_token(
         client, scopes, settings, key_ring(request).signing
     )
