@@ -41,6 +41,38 @@ class SettingsError(ValueError):
     """
 
 
+#: X-Forwarded-For is believed only from these peers unless ONCEONLY_TRUSTED_PROXIES
+#: says otherwise: a reverse proxy on the same machine (uvicorn's own default).
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Rate, size and time limits against load and abuse (README "Limits").
+
+    Rates are requests per minute per process (each worker counts on its own); 0 turns
+    a rate limit off. ``trusted_proxies`` are the networks whose X-Forwarded-For header
+    names the client; sizes are bytes and timeouts seconds.
+    """
+
+    sign_in_per_ip: int = 30
+    token_per_client: int = 60
+    token_per_ip: int = 60
+    token_failures_per_ip: int = 30
+    access_checks_per_client: int = 100_000
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+        ipaddress.ip_network(item) for item in DEFAULT_TRUSTED_PROXIES.split(",")
+    )
+    max_body_bytes: int = 1024 * 1024
+    max_form_bytes: int = 64 * 1024
+    max_header_bytes: int = 32 * 1024
+    header_timeout: int = 20
+    body_timeout: int = 30
+    keep_alive_timeout: int = 5
+    max_connections: int = 1000
+    backlog: int = 2048
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting Onceonly has, with its default.
@@ -56,6 +88,9 @@ class Settings:
     base_url: str = "http://127.0.0.1:8000"
     demo: bool = False
     log_level: str = "info"
+    log_format: str | None = None  # json or text; None: the command's own (json for serve)
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_multiprocess_dir: Path | None = None
     log_origin: str = DEFAULT_LOG_ORIGIN
     pseudonym_key_file: Path | None = None
     oidc_issuer: str | None = None
@@ -72,6 +107,7 @@ class Settings:
     smtp_starttls: bool = False
     witnesses: tuple[tuple[str, str], ...] = ()
     witness_quorum: int = 0
+    limits: Limits = field(default_factory=Limits)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -111,6 +147,12 @@ class Settings:
             raise SettingsError(
                 f"ONCEONLY_LOG_LEVEL must be debug, info, warning or error, not {log_level!r}"
             )
+        log_format = env.pop("LOG_FORMAT", "").strip().lower() or None
+        if log_format not in {None, "json", "text"}:
+            raise SettingsError(f"ONCEONLY_LOG_FORMAT must be json or text, not {log_format!r}")
+        metrics_token = _parse_metrics_token(env.pop("METRICS_TOKEN", ""))
+        # prometheus-client's own variable: its multiprocess mode (several workers).
+        multiprocess_dir = environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
         log_origin = env.pop("LOG_ORIGIN", "") or DEFAULT_LOG_ORIGIN
         if not log_origin or any(c.isspace() for c in log_origin) or "+" in log_origin:
             raise SettingsError("ONCEONLY_LOG_ORIGIN must be one word without spaces or '+'")
@@ -128,6 +170,7 @@ class Settings:
         smtp_starttls = _parse_bool("SMTP_STARTTLS", env.pop("SMTP_STARTTLS", "false"))
         witnesses = _parse_witnesses(env.pop("WITNESSES", ""))
         witness_quorum = _parse_quorum(env.pop("WITNESS_QUORUM", ""), len(witnesses))
+        limits = _parse_limits(env)
         return cls(
             var_dir=var_dir,
             database_url=database_url,
@@ -136,6 +179,9 @@ class Settings:
             base_url=base_url.rstrip("/"),
             demo=demo,
             log_level=log_level,
+            log_format=log_format,
+            metrics_token=metrics_token,
+            metrics_multiprocess_dir=Path(multiprocess_dir) if multiprocess_dir else None,
             log_origin=log_origin,
             pseudonym_key_file=Path(key_file) if key_file else None,
             **oidc,
@@ -147,6 +193,7 @@ class Settings:
             smtp_starttls=smtp_starttls,
             witnesses=witnesses,
             witness_quorum=witness_quorum,
+            limits=limits,
             extra=env,
         )
 
@@ -193,6 +240,22 @@ def _parse_quorum(raw: str, witnesses: int) -> int:
             f"ONCEONLY_WITNESSES), not {raw!r}"
         )
     return int(raw)
+
+
+_METRICS_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{32,256}=*")
+
+
+def _parse_metrics_token(raw: str) -> str | None:
+    """ONCEONLY_METRICS_TOKEN: the bearer token a scraper that is not on loopback sends."""
+    token = raw.strip()
+    if not token:
+        return None
+    if not _METRICS_TOKEN.fullmatch(token):
+        raise SettingsError(
+            "ONCEONLY_METRICS_TOKEN must be at least 32 characters of letters, digits and "
+            "-._~+/ (make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -269,6 +332,51 @@ def _pop_count(env: dict[str, str], name: str, *, default: int, maximum: int) ->
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise SettingsError(f"ONCEONLY_{name} must be a number from 1 to {maximum}, not {raw!r}")
     return int(raw)
+
+
+#: (variable, Limits field, minimum, maximum) of every numeric limit (the default is
+#: the field's); a rate's minimum 0 turns it off.
+_LIMITS = (
+    ("RATE_LIMIT_SIGN_IN", "sign_in_per_ip", 0, 1_000_000),
+    ("RATE_LIMIT_TOKEN", "token_per_client", 0, 1_000_000),
+    ("RATE_LIMIT_TOKEN_IP", "token_per_ip", 0, 1_000_000),
+    ("RATE_LIMIT_TOKEN_FAILURES", "token_failures_per_ip", 0, 1_000_000),
+    ("RATE_LIMIT_ACCESS_CHECKS", "access_checks_per_client", 0, 100_000_000),
+    ("MAX_BODY_BYTES", "max_body_bytes", 1024, 1024**3),
+    ("MAX_FORM_BYTES", "max_form_bytes", 1024, 1024**3),
+    ("MAX_HEADER_BYTES", "max_header_bytes", 1024, 1024 * 1024),
+    ("HEADER_TIMEOUT", "header_timeout", 1, 3600),
+    ("BODY_TIMEOUT", "body_timeout", 1, 3600),
+    ("KEEP_ALIVE_TIMEOUT", "keep_alive_timeout", 1, 3600),
+    ("MAX_CONNECTIONS", "max_connections", 0, 1_000_000),
+    ("BACKLOG", "backlog", 1, 65535),
+)
+
+
+def _parse_limits(env: dict[str, str]) -> Limits:
+    """The rate, size and time limits (popped from ``env``); see Limits."""
+    values: dict[str, Any] = {}
+    defaults = Limits()
+    for name, key, minimum, maximum in _LIMITS:
+        raw = env.pop(name, "").strip() or str(getattr(defaults, key))
+        digits = raw.isascii() and raw.isdigit() and len(raw) <= 12
+        if not digits or not minimum <= int(raw) <= maximum:
+            off = " (0 turns it off)" if minimum == 0 else ""
+            raise SettingsError(
+                f"ONCEONLY_{name} must be a number from {minimum} to {maximum}{off}, not {raw!r}"
+            )
+        values[key] = int(raw)
+    proxies = env.pop("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)
+    networks = []
+    for item in filter(None, (part.strip() for part in proxies.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError:
+            raise SettingsError(
+                "ONCEONLY_TRUSTED_PROXIES must be comma-separated IP addresses or networks "
+                f"(CIDR, e.g. 10.0.0.0/8), not {item!r}"
+            ) from None
+    return Limits(trusted_proxies=tuple(networks), **values)
 
 
 def _parse_port(raw: str, name: str = "PORT") -> int:

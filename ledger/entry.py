@@ -207,7 +207,8 @@ def decode_entry(data: bytes) -> Entry:
             parse_float=_refuse_number,
             parse_constant=_refuse_number,
         )
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # also a number past int()'s digit limit,
+        # or nesting deeper than the recursion limit
         raise EntryError(f"entry is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise EntryError("entry is not a JSON object")

@@ -105,6 +105,8 @@ def parse_proof(data: bytes) -> LogProof:
     index_text = rest.pop(0).removeprefix("index ")
     if not _DECIMAL.fullmatch(index_text):
         raise ProofError(f"entry index {index_text!r} is not a decimal without leading zeros")
+    if len(index_text) > 20:  # above 2**64, and beyond int()'s digit limit further on
+        raise ProofError("entry index out of range")
     hashes = tuple(_decode(line, "proof hash") for line in rest)
     return LogProof(int(index_text), hashes, checkpoint, extra)
 

@@ -96,6 +96,8 @@ def parse_tile_path(path: str) -> TileRef:
     leading ``x000`` elements (so each tile has exactly one path), level 0..63, width
     1..255. Raises TileError for anything else.
     """
+    if len(path) > 100:  # no tile of a 2**64-leaf tree has a longer path
+        raise TileError("tile path is too long")
     match = _PATH.fullmatch(path)
     if match is None:
         raise TileError(f"not a tile path: {path!r}")

@@ -212,6 +212,8 @@ def parse_request(body: bytes) -> AddCheckpointRequest:
     keyword, space, size_text = old_line.partition(" ")
     if keyword != "old" or not space or not _DECIMAL.fullmatch(size_text):
         raise MalformedRequest("first line must be `old <size>` in decimal")
+    if len(size_text) > 20:  # above 2**64, and beyond int()'s digit limit further on
+        raise MalformedRequest("old size out of range")
     if len(proof_lines) > MAX_PROOF_LINES:
         raise MalformedRequest(f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof = []

@@ -144,7 +144,7 @@ def page_params(request: Request, check: Callable[[Any], bool] | None = None) ->
         after = decoded["after"]
         if not (check or _is_id)(after):
             raise ValueError
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise Problem(
             400,
             "invalid-cursor",

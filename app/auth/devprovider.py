@@ -50,6 +50,7 @@ from app.auth.oidc import CALLBACK_PATH, client_secret
 from app.i18n import N_
 from app.keyfiles import KeyFileError, load_or_create
 from app.oauth.keys import key_id
+from app.ratelimit import DEV_AUTHORIZE, client_address, enforce
 from app.seed import DEMO_RESIDENTS
 from app.settings import DEV_OIDC_PATH, Settings
 
@@ -203,6 +204,7 @@ class DevProvider:
     # -- authorization endpoint ------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
+        enforce(request, DEV_AUTHORIZE, client_address(request))
         if request.method == "POST":
             return await self._authorize_answer(request)
         params = dict(request.query_params)

@@ -11,6 +11,9 @@
   cookie and, when the provider offers it, continues to its logout (RP-initiated
   logout, with ``id_token_hint``); otherwise to the home page.
 
+Sign-in and callback are rate-limited per client address (app.ratelimit): past the
+limit a 429 page says to wait.
+
 ``exception_handlers`` maps SignInRequired, SessionExpired and CsrfFailed to a redirect
 or a page a person understands; create_app installs it.
 """
@@ -43,6 +46,7 @@ from app.auth.sessions import (
     signer,
     start_session,
 )
+from app.ratelimit import SIGN_IN, SIGN_IN_CALLBACK, client_address, enforce
 from app.services import Services
 from app.settings import Settings
 
@@ -73,6 +77,7 @@ def safe_next(value: str | None) -> str:
 async def sign_in(request: Request) -> Response:
     """Send the browser to the provider (303), remembering state, nonce and ``next`` in
     the signed cookie; a 503 page when sign-in is not configured or unreachable."""
+    enforce(request, SIGN_IN, client_address(request))
     next_path = safe_next(request.query_params.get("next"))
     party = oidc.relying_party(request.app)
     if party is None:
@@ -101,6 +106,7 @@ async def sign_in(request: Request) -> Response:
 async def callback(request: Request) -> Response:
     """Finish sign-in: a new session and a 303 to ``next``, or a 400 page saying that
     sign-in did not finish (nobody is signed in then)."""
+    enforce(request, SIGN_IN_CALLBACK, client_address(request))
     pending = _pending(request)
     next_path = pending["next"] if pending else "/"
     try:
