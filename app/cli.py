@@ -13,11 +13,13 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from app import ledger_cli, witness_cli
+from app import backup_cli, keys_cli, ledger_cli, witness_cli
 from app.db import DatabaseError, close_database, open_database
 from app.keyfiles import KeyFileError
+from app.logs import configure_logging, logging_config
 from app.oauth import cli as clients_cli
 from app.settings import Settings, SettingsError
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_cli.add_commands(commands)
     clients_cli.add_commands(commands)
     witness_cli.add_commands(commands)
+    keys_cli.add_commands(commands)
+    backup_cli.add_commands(commands)
     return parser
 
 
@@ -67,6 +71,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ if environ is None else environ)
+        configure_logging(settings, "json" if args.command == "serve" else "text")
         return args.handler(settings, args)
     except (SettingsError, DatabaseError, KeyFileError, CommandError) as exc:
         print(f"onceonly: error: {exc}", file=sys.stderr)
@@ -133,13 +138,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if not 0 < port < 65536:
         raise CommandError(f"--port must be from 1 to 65535, not {port}")
 
-    from app.keys import ledger_signer, receipt_key
-    from app.oauth.keys import token_signing_key
+    from app.keys import ledger_keys, receipt_key
+    from app.oauth.keys import token_key_ring
 
     # A key that is missing its file permissions or does not fit the log stops us here,
     # with one line, rather than in the middle of start-up or at the first request.
-    ledger_signer(settings)
-    token_signing_key(settings)
+    ledger_keys(settings)  # with keys.json, the keys a rotation retired
+    token_key_ring(settings)
     receipt_key(settings)
 
     async def check() -> None:
@@ -150,12 +155,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             await close_database()
 
     run(check)
+    if settings.metrics_multiprocess_dir is not None:
+        _clear_metrics(settings.metrics_multiprocess_dir)
     sock = _bind(host, port)
     settings_env = {"ONCEONLY_HOST": host, "ONCEONLY_PORT": str(port)}
     os.environ.update(settings_env)
-    config = uvicorn.Config(
+    from app.limits import ServerConfig
+
+    # The header, keep-alive, connection and proxy limits of settings.limits.
+    config = ServerConfig(
         "app.asgi:app",
-        log_level=settings.log_level,
+        limits=settings.limits,
+        # JSON lines with request ids in this process and every worker (app.logs);
+        # app.request_context writes the access lines instead of uvicorn.
+        log_config=logging_config(settings, "json"),
+        log_level=None,
+        access_log=False,
         workers=args.workers,
         proxy_headers=True,
         server_header=False,
@@ -171,6 +186,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     else:
         uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _clear_metrics(directory: Path) -> None:
+    from app.metrics import clear_multiprocess_dir
+
+    if not directory.is_dir():
+        raise CommandError(
+            f"PROMETHEUS_MULTIPROC_DIR must be an existing folder the server can write to, "
+            f"not {str(directory)!r}"
+        )
+    try:
+        clear_multiprocess_dir(directory)  # the counters of an earlier run
+    except OSError as exc:
+        raise CommandError(f"cannot empty PROMETHEUS_MULTIPROC_DIR: {exc.strerror}") from None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from app import health, ledger_api, portal
 from app.alerts import SmtpServer, send_due_alerts
+from app.api import audit as audit_api
 from app.api import openapi
 from app.api import routes as api_routes
 from app.audit.views import routes as audit_routes
@@ -26,10 +27,20 @@ from app.auth import csrf as auth_csrf
 from app.auth import devprovider
 from app.auth import routes as auth_routes
 from app.auth.sessions import purge_ended_sessions
+from app.db import DATABASE_ERRORS, database_unavailable
+from app.limits import RequestLimits
+from app.metrics import Metrics
 from app.middleware import LanguageAndSecurity
 from app.notifications import NotificationDelivery, background
 from app.oauth import server as oauth_server
-from app.problems import Problem, from_http_exception, internal_problem, problem_response
+from app.problems import (
+    Problem,
+    from_http_exception,
+    internal_problem,
+    problem_response,
+    unavailable_problem,
+)
+from app.request_context import REQUEST_ID_HEADER, RequestContext, current_request_id
 from app.services import open_services
 from app.settings import Settings
 from app.templating import DESIGN_SYSTEM_DIR, make_templates
@@ -50,6 +61,7 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
     ``app.state.services``.
     """
     templates = make_templates(settings)
+    metrics = Metrics(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -58,6 +70,7 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
             return
         services = await open_services(settings)
         app.state.services = services
+        metrics.watch_ledger(services.ledger)
         try:
             async with httpx.AsyncClient() as http:
                 delivery = NotificationDelivery(settings.base_url, services.receipt_key, http)
@@ -99,9 +112,28 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
         assert isinstance(exc, Problem)
         return render_error(request, exc)
 
+    def database_problem(request: Request, exc: Exception) -> Problem | None:
+        # The database is down, full or read-only: a 503 to retry, not a 500 to debug.
+        if not database_unavailable(exc):
+            return None
+        reason = f"{type(exc).__name__}: {str(exc).strip()[:200]}".splitlines()[0]
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+        return unavailable_problem()
+
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        problem = database_problem(request, exc)
+        if problem is None:
+            raise exc  # not the database being unavailable: on_unexpected answers it
+        return render_error(request, problem)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return render_error(request, internal_problem())
+        problem = database_problem(request, exc)
+        if problem is None:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+        response = render_error(request, problem or internal_problem())
+        if request_id := current_request_id():  # the 500 is answered outside RequestContext
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
 
     def render_error(request: Request, problem: Problem) -> Response:
         if request.url.path.startswith(API_PREFIXES):
@@ -117,8 +149,10 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
     routes: list[BaseRoute] = [
         Mount("/static/app", app=StaticFiles(directory=STATIC_DIR), name="static"),
         *health.routes,
+        *metrics.routes,
         *ledger_api.routes,
         *api_routes.routes,
+        *audit_api.routes,
         *openapi.routes,
         *oauth_server.routes,
         *(devprovider.mount(settings) if settings.demo else []),
@@ -136,15 +170,26 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(LanguageAndSecurity, https=https, form_origins=form_origins)],
+        middleware=[
+            Middleware(RequestContext, observe=metrics.observe_request),
+            Middleware(LanguageAndSecurity, https=https, form_origins=form_origins),
+            Middleware(
+                RequestLimits,
+                max_body_bytes=settings.limits.max_body_bytes,
+                max_form_bytes=settings.limits.max_form_bytes,
+                body_timeout=settings.limits.body_timeout,
+            ),
+        ],
         exception_handlers={
             HTTPException: on_http_error,
             Problem: on_problem,
             **auth_routes.exception_handlers,
+            **dict.fromkeys(DATABASE_ERRORS, on_database_error),
             Exception: on_unexpected,
         },
     )
     app.state.settings = settings
     app.state.templates = templates
+    app.state.metrics = metrics
     auth_csrf.install(app)
     return app
