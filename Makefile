@@ -7,7 +7,7 @@ ASSETS := node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format install migrate seed bench clean
+.PHONY: run test test-faults lint format install migrate seed bench clean
 
 run: $(STAMP) $(ASSETS)
 	@mkdir -p var
@@ -16,7 +16,12 @@ run: $(STAMP) $(ASSETS)
 	ONCEONLY_DEMO=true $(BIN)/onceonly serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) $(ASSETS) lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not faults"
+
+# Fault tests (tests/faults, 1 to 3 min): a real `onceonly serve` killed, stopped, starved of
+# disk, its PostgreSQL stopped and started. CI runs them after `make test`.
+test-faults: $(STAMP)
+	$(BIN)/pytest -m faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

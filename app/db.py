@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import asyncpg
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.context import TortoiseContext
+from tortoise.exceptions import BaseORMException, DBConnectionError
 
 from app.settings import Settings
+from ledger.database import LedgerUnavailable
 
 MODEL_MODULES = [
     "consent.models",
@@ -33,15 +39,23 @@ SQLITE_PRAGMAS = {
 }
 
 
+# PostgreSQL (asyncpg): bounded waits, so that a database that does not answer turns
+# a request into a 503 rather than leaving it hanging: seconds to connect and per
+# statement (asyncpg's own defaults are 60 s to connect and no limit per statement).
+POSTGRES_TIMEOUTS = {"timeout": "10", "command_timeout": "60"}
+
+
 def connection_url(database_url: str) -> str:
     """The Tortoise connection URL for a settings database URL.
 
-    SQLite gets the pragmas above (an explicit query parameter wins); PostgreSQL URLs
-    pass through, including an optional ``?schema=NAME``.
+    SQLite gets the pragmas above, PostgreSQL the timeouts (an explicit query parameter
+    wins, and an optional ``?schema=NAME`` passes through).
     """
     parts = urlsplit(database_url)
     if parts.scheme != "sqlite":
-        return database_url
+        query = dict(POSTGRES_TIMEOUTS)
+        query.update(parse_qsl(parts.query))
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
     query = dict(SQLITE_PRAGMAS)
     query.update(parse_qsl(parts.query))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
@@ -69,6 +83,89 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+#: The exception classes that may say the database is unavailable (see
+#: database_unavailable); the application answers them with a 503 when it is so.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    LedgerUnavailable,
+    BaseORMException,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlite3.Error,
+    OSError,
+)
+
+# SQLite's primary result codes for a database that cannot be used right now: busy or
+# locked (another writer held it past the busy timeout), read-only, an I/O error, full,
+# cannot be opened.
+_SQLITE_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+}
+# The same in the words of an error raised without its code.
+_SQLITE_UNAVAILABLE_WORDS = ("locked", "disk I/O", "is full", "readonly", "unable to open")
+# PostgreSQL's SQLSTATE classes (and codes) for the same: connection exception,
+# insufficient resources (disk full, out of memory, too many connections), operator
+# intervention (shutting down, starting up), system error (I/O), and a read-only
+# transaction (a standby, or default_transaction_read_only).
+_POSTGRES_UNAVAILABLE = ("08", "53", "57P", "58", "25006")
+# File and network errors of the same kind (a full disk, a file system remounted
+# read-only, an unreachable host).
+_OS_UNAVAILABLE = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.EROFS,
+    errno.EIO,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.EHOSTDOWN,
+}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, says the database cannot be
+    reached or cannot take writes right now (a retry later may succeed), rather than a
+    mistake in a query or in the code.
+
+    Covers LedgerUnavailable, Tortoise's DBConnectionError, refused, reset and timed-out
+    connections, asyncpg's connection and server-state errors, SQLite's busy, locked,
+    read-only, I/O and full errors, and a full or read-only disk.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _unavailable(current):
+            return True
+        suppressed = current.__suppress_context__  # raised "from None"
+        current = current.__cause__ or (None if suppressed else current.__context__)
+    return False
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, LedgerUnavailable | DBConnectionError):
+        return True
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _OS_UNAVAILABLE
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "").startswith(_POSTGRES_UNAVAILABLE)
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc) or "closing" in str(exc)  # connection or pool closed
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in _SQLITE_UNAVAILABLE
+        return any(words in str(exc) for words in _SQLITE_UNAVAILABLE_WORDS)
+    return False
 
 
 class DatabaseError(RuntimeError):

@@ -94,3 +94,22 @@ def from_http_exception(exc: HTTPException) -> Problem:
 def internal_problem() -> Problem:
     """What a client sees for an unexpected failure: nothing of the failure itself."""
     return Problem(500, "internal", "Internal error", "The server could not complete the request.")
+
+
+#: Seconds a client is asked to wait before retrying while the database is unavailable.
+RETRY_AFTER_UNAVAILABLE = 5
+
+
+def unavailable_problem() -> Problem:
+    """What a client sees while the database cannot be reached or cannot take writes
+    (down, restarting, full, read-only): a 503 it may retry after Retry-After seconds.
+
+    An access check answered this way has no decision: ask again.
+    """
+    return Problem(
+        503,
+        "unavailable",
+        "Service unavailable",
+        "The database is unavailable right now, so no answer can be given. Try again shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+    )

@@ -22,7 +22,7 @@ import datetime as dt
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ledger.checkpoint import Checkpoint, sign_checkpoint
@@ -52,6 +52,9 @@ CHECK_TREE = (
     "SELECT (SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger_entry), "
     "(SELECT root_hash FROM ledger_checkpoint WHERE size = ?)"
 )
+
+#: The root of the stored checkpoint of a size (none: no batch ended there).
+LANDED = "SELECT root_hash FROM ledger_checkpoint WHERE size = ?"
 
 #: Batches handed to the database at once: one written behind one committing.
 PIPELINE_DEPTH = 2
@@ -196,7 +199,7 @@ class Sequencer:
         self,
         db: LedgerDatabase,
         tiles: TileStore,
-        signer: NoteSigner,
+        signer: NoteSigner | Sequence[NoteSigner],
         origin: str,
         *,
         max_batch: int = 128,
@@ -215,6 +218,9 @@ class Sequencer:
         self._state: _TreeState | None = None  # the stored tree, as last written or read
         self.batches = 0
         self.last_batch_size = 0
+        #: Called with the number of entries of each committed batch (e.g. for metrics),
+        #: after its callers have their answers; it must not raise.
+        self.on_batch: Callable[[int], None] | None = None
 
     async def start(self) -> None:
         if self._task is None:
@@ -320,7 +326,9 @@ class Sequencer:
             await asyncio.wait((outcome,))
         self._handed.popleft()
         error = outcome.exception()
-        if error is None and outcome.result():
+        if (error is None and outcome.result()) or (
+            error is not None and await self._landed(batch)
+        ):
             self._answer(batch)
             return
         # Every batch handed over after this one was staged on it, so none of them
@@ -364,8 +372,9 @@ class Sequencer:
                 await tx.execute_batch(self._writes(batch, batch.end))
         except Exception as exc:
             self._state = None
-            self._fail(batch, exc)
-            return
+            if not await self._landed(batch):
+                self._fail(batch, exc)
+                return
         self._answer(batch)
         # The batches behind it could not be staged before; now their tree is known.
         base: _TreeState | None = batch.end
@@ -404,6 +413,40 @@ class Sequencer:
             if not request.future.done():
                 request.future.set_result(result)
             position += count
+        if self.on_batch is not None:
+            self.on_batch(len(batch.items))
+
+    async def _landed(self, batch: _Batch) -> bool:
+        """Whether ``batch`` is stored although writing it raised.
+
+        A commit can succeed while its answer is lost (the connection breaks after
+        COMMIT reached the database). Answering such a batch's callers with an error
+        would deny decisions that are in the log, and staging the batches behind it
+        again would write them twice. The checkpoint of the batch's tree is written in
+        the same transaction as its entries, and its root fixes every leaf, so the
+        batch is stored exactly when that checkpoint is; so is a batch that a later
+        batch, staged on it, was written after. False when the database cannot say
+        (the callers then learn that the ledger is unavailable).
+        """
+        end = batch.end
+        if end is None:
+            return False
+        later = [outcome for _, outcome in self._handed]
+        if later:
+            await asyncio.wait(later)
+            if any(o.exception() is None and o.result() for o in later):
+                return True  # a batch staged on this one was written, so this one is stored
+        try:
+            rows = await self.db.fetch(LANDED, end.size)
+        except Exception:
+            return False
+        landed = bool(rows) and bytes(rows[0][0]) == end.root
+        if landed:
+            log.warning(
+                "a ledger batch of %d entries was committed though its write failed",
+                len(batch.items),
+            )
+        return landed
 
     def _fail(self, batch: _Batch, exc: BaseException) -> None:
         if not isinstance(exc, LedgerError):
