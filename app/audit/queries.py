@@ -93,6 +93,23 @@ async def explore(
     person's entries are found through the (pseudonym, idx) index of the openings.
     """
     sql = ["SELECT e.idx, e.leaf, e.hidden_until FROM ledger_entry e WHERE 1 = 1"]
+    conditions, args = filter_sql(filters)
+    sql.extend(conditions)
+    if before is not None:
+        sql.append("AND e.idx < ?")
+        args.append(before)
+    sql.append("ORDER BY e.idx DESC LIMIT ?")
+    args.append(limit)
+    rows = await db.fetch(" ".join(sql), *args)
+    return [ExplorerRow(int(r[0]), decode_entry(bytes(r[1])), as_date(r[2])) for r in rows]
+
+
+def filter_sql(filters: LedgerFilters) -> tuple[list[str], list[Any]]:
+    """``AND ...`` conditions on ``ledger_entry e`` for the filters set, and their values.
+
+    A person's entries are found through the (pseudonym, idx) index of the openings.
+    """
+    sql: list[str] = []
     args: list[Any] = []
     columns = (
         ("actor_org", filters.ministry),
@@ -118,13 +135,7 @@ async def explore(
     if filters.until:
         sql.append("AND e.time < ?")
         args.append(_midnight(filters.until) + timedelta(days=1))
-    if before is not None:
-        sql.append("AND e.idx < ?")
-        args.append(before)
-    sql.append("ORDER BY e.idx DESC LIMIT ?")
-    args.append(limit)
-    rows = await db.fetch(" ".join(sql), *args)
-    return [ExplorerRow(int(r[0]), decode_entry(bytes(r[1])), as_date(r[2])) for r in rows]
+    return sql, args
 
 
 @dataclass
@@ -249,12 +260,23 @@ async def consent_windows(ids: Sequence[str]) -> dict[str, anomalies.ConsentWind
     return out
 
 
-async def hidden_entries(db: LedgerDatabase) -> list[tuple[anomalies.HiddenEntry, Entry]]:
-    """Every entry ever hidden from its person (still hidden or not), newest first."""
-    rows = await db.fetch(
-        "SELECT idx, leaf, hidden_until FROM ledger_entry "
-        "WHERE hidden_until IS NOT NULL ORDER BY idx DESC"
-    )
+async def hidden_entries(
+    db: LedgerDatabase, *, before: int | None = None, limit: int | None = None
+) -> list[tuple[anomalies.HiddenEntry, Entry]]:
+    """Every entry ever hidden from its person (still hidden or not), newest first.
+
+    ``before`` and ``limit`` page through them (keyset on the index, as ``explore``).
+    """
+    sql = "SELECT idx, leaf, hidden_until FROM ledger_entry WHERE hidden_until IS NOT NULL"
+    args: list[Any] = []
+    if before is not None:
+        sql += " AND idx < ?"
+        args.append(before)
+    sql += " ORDER BY idx DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    rows = await db.fetch(sql, *args)
     out = []
     for r in rows:
         entry = decode_entry(bytes(r[1]))
@@ -262,6 +284,17 @@ async def hidden_entries(db: LedgerDatabase) -> list[tuple[anomalies.HiddenEntry
         assert until is not None
         hidden = anomalies.HiddenEntry(int(r[0]), entry.actor_org, until, entry.hidden_reason)
         out.append((hidden, entry))
+    return out
+
+
+async def reviews_by_entry(indices: Sequence[int] | None = None) -> dict[int, list[HiddenReview]]:
+    """The review requests of each entry (of ``indices``, or all), newest first."""
+    found = HiddenReview.all().order_by("-created_at", "-id")
+    if indices is not None:
+        found = found.filter(entry_index__in=list(indices))
+    out: dict[int, list[HiddenReview]] = {}
+    for review in await found:
+        out.setdefault(review.entry_index, []).append(review)
     return out
 
 
@@ -283,9 +316,12 @@ async def holding_rows() -> list[anomalies.HoldingRow]:
 
 
 async def registered_systems() -> list[tuple[str, str]]:
-    """(ministry, system) pairs that have an API client or at least one holding."""
+    """(ministry, system) pairs that have an API client (other than an auditor's) or at
+    least one holding."""
     pairs: set[tuple[str, str]] = set()
     for client in await ApiClient.filter(disabled_at=None).prefetch_related("system__ministry"):
+        if "audit" in (client.scopes or []):
+            continue  # auditors read; they never report to the ledger
         pairs.add((client.system.ministry.code, client.system.code))
     for system in await System.all().prefetch_related("ministry"):
         if await Holding.filter(system_id=system.id).exists():
@@ -307,6 +343,18 @@ async def reporting_systems(
         if rows:
             out.append((ministry, system))
     return out
+
+
+async def disputes(
+    status: str | None = None, *, before: int | None = None, limit: int = PAGE_SIZE
+) -> list[Dispute]:
+    """Disputes (of one ``status``, or all), newest first; ``before`` is an id (keyset)."""
+    found = Dispute.all().order_by("-id")
+    if status is not None:
+        found = found.filter(status=status)
+    if before is not None:
+        found = found.filter(id__lt=before)
+    return list(await found.limit(limit))
 
 
 async def open_disputes() -> list[anomalies.OpenDispute]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from app.audit import anomalies, charts, queries
+from app.audit import anomalies, charts, export, queries, report
 from app.audit.models import AuditAccess, HiddenReview, VerificationRun
 from app.auth.csrf import check_csrf
 from app.auth.models import Dispute, WebSession
@@ -29,16 +30,13 @@ from app.portal.queries import names as display_names
 from app.problems import Problem
 from app.services import Services
 from consent.models import Ministry, Purpose
-from ledger.checkpoint import open_checkpoint
 from ledger.entry import ENTRY_TYPES
-from ledger.errors import LedgerError
-from ledger.merkle import leaf_hash, verify_inclusion
 from ledger.verify import verify_database
 
 log = logging.getLogger("onceonly.audit")
 
 #: Weeks shown on the statistics page.
-STATISTICS_WEEKS = 26
+STATISTICS_WEEKS = report.STATISTICS_WEEKS
 
 
 def _services(request: Request) -> Services:
@@ -126,78 +124,38 @@ async def entry_page(request: Request) -> Response:
 
 
 async def check_inclusion(services: Services, detail: queries.EntryDetail) -> dict[str, object]:
-    """Prove the entry is in the tree of the newest checkpoint, verified here.
-
-    Opens the checkpoint with the log's key, computes the inclusion proof from the
-    stored tiles and checks it against the leaf hash recomputed from the stored bytes.
-    Answers ``status`` ``verified``, ``pending`` (not yet covered by a checkpoint) or
-    ``failed`` with the reason.
-    """
-    ledger = services.ledger
-    latest = await ledger.latest_checkpoint()
-    if latest is None or detail.index >= latest.size:
-        return {"status": "pending", "size": latest.size if latest else 0}
-    try:
-        checkpoint = open_checkpoint(latest.note, ledger.verifier, origin=ledger.origin)
-        computed = leaf_hash(detail.leaf)
-        if computed != detail.leaf_hash:
-            raise LedgerError("the stored leaf hash is not the hash of the stored entry")
-        path = await ledger.inclusion_proof(detail.index, checkpoint.size)
-        verify_inclusion(computed, detail.index, checkpoint.size, path, checkpoint.root_hash)
-    except LedgerError as exc:
-        return {"status": "failed", "size": latest.size, "reason": str(exc)}
-    return {
-        "status": "verified",
-        "size": checkpoint.size,
-        "root": checkpoint.root_hash.hex(),
-        "path": [node.hex() for node in path],
-    }
-
-
-def _week(day: date) -> date:
-    return day - timedelta(days=day.weekday())
+    """The entry's inclusion proof in the newest checkpoint (report.check_inclusion),
+    with the root and the path in hex for the page."""
+    proof = await report.check_inclusion(services.ledger, detail)
+    shown: dict[str, object] = {"status": proof.status, "size": proof.size}
+    if proof.reason is not None:
+        shown["reason"] = proof.reason
+    if proof.root_hash is not None:
+        shown["root"] = proof.root_hash.hex()
+        shown["path"] = [node.hex() for node in proof.path]
+    return shown
 
 
 async def statistics_page(request: Request) -> Response:
     session = await _auditor(request)
     db = _services(request).ledger.db
-    today = datetime.now(UTC).date()
-    first_week = _week(today) - timedelta(weeks=STATISTICS_WEEKS - 1)
-    tallies = await queries.day_tallies(db, since=first_week)
+    figures = await report.statistics(db, datetime.now(UTC).date(), STATISTICS_WEEKS)
+    first_week = figures.weeks[0]
     await queries.record_access(session.pseudonym, "statistics", {"since": first_week.isoformat()})
     names = await display_names()
-    weeks = [first_week + timedelta(weeks=n) for n in range(STATISTICS_WEEKS)]
-    position = {week: n for n, week in enumerate(weeks)}
-
-    def per_week(keep) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = defaultdict(lambda: [0] * len(weeks))
-        for t in tallies:
-            key = keep(t)
-            if key is not None and _week(t.day) in position:
-                out[key][position[_week(t.day)]] += t.count
-        return out
-
-    is_access = ("access.permitted", "access.denied")
-    by_ministry = per_week(lambda t: t.ministry if t.entry_type in is_access else None)
-    top_ministries = sorted(by_ministry, key=lambda m: -sum(by_ministry[m]))[:6]
-    decisions = per_week(lambda t: t.entry_type if t.entry_type in is_access else None)
-    withdrawals = per_week(lambda t: "w" if t.entry_type == "consent.withdrawn" else None)
-    basis = defaultdict(int)
-    for t in tallies:
-        if t.entry_type == "access.permitted":
-            basis[t.basis_kind] += t.count
-    purposes = await queries.purpose_counts(db)
-    labels = [w.isoformat() for w in weeks]
+    labels = [w.isoformat() for w in figures.weeks]
+    basis = figures.basis
     basis_items = [(_("By consent"), basis["consent"]), (_("By law"), basis["authority"])]
-    purpose_items = [(names.purpose(code), count) for code, count in purposes]
+    purpose_items = [(names.purpose(code), count) for code, count in figures.purposes]
     decision_series = [
-        charts.Series(_("Permitted"), tuple(decisions["access.permitted"])),
-        charts.Series(_("Denied"), tuple(decisions["access.denied"])),
+        charts.Series(_("Permitted"), tuple(figures.decisions["access.permitted"])),
+        charts.Series(_("Denied"), tuple(figures.decisions["access.denied"])),
     ]
     ministry_series = [
-        charts.Series(names.ministry(code), tuple(by_ministry[code])) for code in top_ministries
+        charts.Series(names.ministry(code), tuple(figures.accesses[code]))
+        for code in figures.busiest(6)
     ]
-    withdrawal_series = [charts.Series(_("Consent withdrawals"), tuple(withdrawals["w"]))]
+    withdrawal_series = [charts.Series(_("Consent withdrawals"), tuple(figures.withdrawals))]
     table_note = _("The same numbers are in the table below.")
     return _render(
         request,
@@ -241,29 +199,22 @@ async def anomalies_page(request: Request) -> Response:
     days_raw = request.query_params.get("days", "")
     days = int(days_raw) if days_raw.isdigit() and len(days_raw) < 5 else anomalies.DISPUTE_DAYS
     await queries.record_access(session.pseudonym, "anomalies", {"days": str(days)})
-    now = datetime.now(UTC)
-    accesses = await queries.consent_accesses(db)
-    windows = await queries.consent_windows([a.consent_id for a in accesses])
-    checked, consent_findings = anomalies.consent_outside_validity(accesses, windows)
-    tallies = await queries.day_tallies(db, since=now.date() - timedelta(days=90))
-    hidden = [h for h, _entry in await queries.hidden_entries(db)]
-    registered = await queries.registered_systems()
-    reporting = await queries.reporting_systems(db, registered)
+    found = await report.anomaly_report(db, datetime.now(UTC), days)
     return _render(
         request,
         "audit/anomalies.html",
         session,
         names=await display_names(),
-        checked=checked,
-        consent_findings=consent_findings,
-        spikes=anomalies.spikes(queries.daily_counts(tallies)),
+        checked=found.checked,
+        consent_findings=found.consent_findings,
+        spikes=found.spikes,
         spike_factor=anomalies.SPIKE_FACTOR,
         spike_minimum=anomalies.SPIKE_MINIMUM,
-        overdue=anomalies.overdue_reviews(hidden, await queries.latest_reviews(), now.date()),
-        unfounded=anomalies.holdings_without_authority(await queries.holding_rows()),
-        silent=anomalies.silent_systems(registered, reporting),
-        registered=len(registered),
-        disputes=anomalies.old_disputes(await queries.open_disputes(), now, days),
+        overdue=found.overdue,
+        unfounded=found.unfounded,
+        silent=found.silent,
+        registered=found.registered,
+        disputes=found.disputes,
         days=days,
     )
 
@@ -279,9 +230,7 @@ async def _hidden(
 ) -> Response:
     db = _services(request).ledger.db
     today = datetime.now(UTC).date()
-    reviews: dict[int, list[HiddenReview]] = defaultdict(list)
-    for review in await HiddenReview.all().order_by("-created_at", "-id"):
-        reviews[review.entry_index].append(review)
+    reviews = await queries.reviews_by_entry()
     return _render(
         request,
         "audit/hidden.html",
@@ -400,7 +349,9 @@ async def _verify(services: Services, run_id: int) -> None:
             )
 
     try:
-        report = await verify_database(ledger.db, ledger.verifier, ledger.origin, progress=progress)
+        report = await verify_database(
+            ledger.db, ledger.verifiers, ledger.origin, progress=progress
+        )
         with contextlib.suppress(Exception):
             await asyncio.gather(*updates)
         await VerificationRun.filter(id=run_id).update(
@@ -415,6 +366,84 @@ async def _verify(services: Services, run_id: int) -> None:
         await VerificationRun.filter(id=run_id).update(
             status="error", report={"error": str(exc)[:500]}, finished_at=datetime.now(UTC)
         )
+
+
+async def export_page(request: Request) -> Response:
+    """The evidence export form (GET); its "Count" button posts here (POST)."""
+    session = await _auditor(request)
+    if request.method == "GET":
+        return await _export_form(request, session, {"format": "bundle"})
+    form = await request.form()
+    await check_csrf(request, form)
+    values = _export_values(form)
+    try:
+        evidence = export.EvidenceSlice.from_params(values)
+        export.check_format(values["format"])
+        services = _services(request)
+        found = await export.preview(
+            export.LedgerView.of(services), evidence.selection(services.people)
+        )
+    except (ValueError, export.NothingPublished) as exc:
+        return await _export_form(request, session, values, error=str(exc))
+    trail = {**evidence.trail(services.people), "format": values["format"]}
+    await queries.record_access(session.pseudonym, "export.count", trail)
+    return await _export_form(request, session, values, preview=found)
+
+
+async def export_download(request: Request) -> Response:
+    """Stream the slice as a file; bad input gives the form again, and nothing else."""
+    session = await _auditor(request)
+    form = await request.form()
+    await check_csrf(request, form)
+    values = _export_values(form)
+    services = _services(request)
+    try:
+        evidence = export.EvidenceSlice.from_params(values)
+        fmt = export.check_format(values["format"])
+        stream = export.export_stream(services, evidence, fmt)
+        first = await anext(stream)  # the checkpoint is chosen: errors can still show
+    except (ValueError, export.NothingPublished) as exc:
+        return await _export_form(request, session, values, error=str(exc))
+    trail = {**evidence.trail(services.people), "format": fmt}
+    await queries.record_access(session.pseudonym, "export", trail)
+    disposition = f'attachment; filename="{export.filename(evidence, fmt)}"'
+    return StreamingResponse(
+        _chain(first, stream),
+        media_type=export.media_type(fmt),
+        headers={"Content-Disposition": disposition, "Cache-Control": "no-store"},
+    )
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for piece in rest:
+        yield piece
+
+
+def _export_values(form: FormData) -> dict[str, str]:
+    names = ("from", "to", "ministry", "system", "person", "format")
+    return {name: str(form.get(name) or "").strip()[:300] for name in names}
+
+
+async def _export_form(
+    request: Request,
+    session: WebSession,
+    values: dict[str, str],
+    *,
+    error: str | None = None,
+    preview: export.Preview | None = None,
+) -> Response:
+    return _render(
+        request,
+        "audit/export.html",
+        session,
+        status=422 if error else 200,
+        values=values,
+        error=error,
+        preview=preview,
+        ministries=await Ministry.all().order_by("code"),
+    )
 
 
 async def access_log_page(request: Request) -> Response:
@@ -435,4 +464,6 @@ routes = [
     Route("/audit/disputes", disputes_page, methods=["GET"]),
     Route("/audit/verify", verify_page, methods=["GET", "POST"]),
     Route("/audit/accesses", access_log_page, methods=["GET"]),
+    Route("/audit/export", export_page, methods=["GET", "POST"]),
+    Route("/audit/export/download", export_download, methods=["POST"]),
 ]
