@@ -123,6 +123,14 @@ MINISTRIES: list[tuple[str, str, str, list[tuple[str, str, str]]]] = [
         "Ministère des Services aux aînés et de l'Accessibilité",
         [("seniors", "Seniors' programs", "Programmes pour les aînés")],
     ),
+    # Not a ministry but the Legislature's privacy officer: the home of the audit API's
+    # clients (`onceonly clients add --ministry IPC --system ipc-audit --scopes audit`).
+    (
+        "IPC",
+        "Information and Privacy Commissioner of Ontario",
+        "Commissaire à l'information et à la protection de la vie privée de l'Ontario",
+        [("ipc-audit", "Ledger audit", "Audit du registre")],
+    ),
 ]
 
 # (code, DPV term, English, French)

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api import schemas
+from ledger.entry import ENTRY_TYPES
 
 PROBLEM_RESPONSE = {
     "description": "An RFC 9457 problem document",
@@ -96,6 +97,147 @@ def _op(
     return operation
 
 
+AUDIT_SCHEMAS = {
+    "AuditEntry": schemas.AUDIT_ENTRY,
+    "AuditEntryPage": schemas.AUDIT_ENTRY_PAGE,
+    "AuditEntryDetail": schemas.AUDIT_ENTRY_DETAIL,
+    "AuditStatistics": schemas.AUDIT_STATISTICS,
+    "AuditAnomalies": schemas.AUDIT_ANOMALIES,
+    "HiddenEntriesPage": schemas.HIDDEN_PAGE,
+    "DisputesPage": schemas.DISPUTES_PAGE,
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
+def _export_media_types() -> dict[str, Any]:
+    """The export's media types (parameters left out), as app.audit.export answers them."""
+    from app.audit import export
+
+    types = {export.media_type(fmt).split(";")[0] for fmt in export.FORMATS}
+    return {media: {"schema": {"type": "string"}} for media in sorted(types)}
+
+
+def audit_paths() -> dict[str, Any]:
+    """The audit API (app/api/audit.py): GET only, scope ``audit``."""
+    day = {**schemas.DATE, "format": "date"}
+    filters = [
+        *(
+            _query(name, schemas.CODE)
+            for name in ("ministry", "system", "purpose", "basis_ref", "query_id", "case_id")
+        ),
+        _query("bulk_job_id", schemas.CODE),
+        _query("basis_kind", {"enum": ["consent", "authority"]}),
+        _query("entry_type", {"enum": sorted(ENTRY_TYPES)}),
+        _query("since", day, "first day (UTC) of the period"),
+        _query("until", day, "last day (UTC) of the period, not before since"),
+        _query("pseudonym", schemas.PSEUDONYM, "a person's pseudonym (not with person_id)"),
+        _query(
+            "person_id",
+            {"type": "string", "pattern": "^[!-~]{1,128}$"},
+            "a person's identifier, pseudonymised on arrival and never recorded",
+        ),
+    ]
+    return {
+        "/api/v1/audit/entries": {
+            "get": _op(
+                "The ledger explorer: entries matching every filter given, newest first",
+                "audit",
+                {"200": _json("AuditEntryPage", "A page of decoded entries")},
+                parameters=[*filters, CURSOR, LIMIT],
+            ),
+        },
+        "/api/v1/audit/entries/{index}": {
+            "get": _op(
+                "One entry decoded, with its hidden status, review requests and its "
+                "inclusion proof in the newest checkpoint (checked by the server too)",
+                "audit",
+                {"200": _json("AuditEntryDetail", "The entry and its proof")},
+                parameters=[
+                    {
+                        "name": "index",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                ],
+            ),
+        },
+        "/api/v1/audit/statistics": {
+            "get": _op(
+                "The figures behind the portal's charts, by week (Monday, UTC)",
+                "audit",
+                {"200": _json("AuditStatistics", "Counts by week")},
+                parameters=[_query("weeks", {"type": "integer", "minimum": 1, "maximum": 104})],
+            ),
+        },
+        "/api/v1/audit/anomalies": {
+            "get": _op(
+                "Every anomaly detector's findings and counts",
+                "audit",
+                {"200": _json("AuditAnomalies", "The findings")},
+                parameters=[
+                    _query(
+                        "days",
+                        {"type": "integer", "minimum": 0, "maximum": 9999},
+                        "report disputes open longer than this many days (30)",
+                    )
+                ],
+            ),
+        },
+        "/api/v1/audit/hidden": {
+            "get": _op(
+                "Every entry ever hidden from its person, newest first, with review requests",
+                "audit",
+                {"200": _json("HiddenEntriesPage", "A page of hidden entries")},
+                parameters=[CURSOR, LIMIT],
+            ),
+        },
+        "/api/v1/audit/disputes": {
+            "get": _op(
+                "The residents' questions about entries, newest first",
+                "audit",
+                {"200": _json("DisputesPage", "A page of disputes")},
+                parameters=[
+                    _query("status", {"enum": ["open", "answered", "closed"]}),
+                    CURSOR,
+                    LIMIT,
+                ],
+            ),
+        },
+        "/api/v1/audit/export": {
+            "get": _op(
+                "A streamed evidence export of a slice of the ledger: entries, proofs and "
+                "cosigned checkpoints (bundle), or CSV, or JSON Lines",
+                "audit",
+                {
+                    "200": {
+                        "description": "The export, as an attachment",
+                        "content": _export_media_types(),
+                    }
+                },
+                parameters=[
+                    _query("from", day, "first day (UTC) of the slice"),
+                    _query("to", day, "last day (UTC) of the slice"),
+                    _query("ministry", schemas.CODE),
+                    _query("system", schemas.CODE),
+                    _query(
+                        "person",
+                        {"type": "string", "minLength": 1, "maxLength": 200},
+                        "a person's identifier, pseudonymised on arrival and never recorded",
+                    ),
+                    _query("format", {"enum": ["bundle", "csv", "jsonl"]}),
+                ],
+            ),
+        },
+    }
+
+
 def openapi_document(base_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1 description of ``/api/v1``."""
     return {
@@ -125,6 +267,8 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                                 "consent:read": "Read consents and receipts",
                                 "access:check": "Ask for access decisions",
                                 "notifications:read": "Read and acknowledge notices",
+                                "audit": "Read the whole ledger and the audit reports "
+                                "(the commissioner's clients; never with a scope that writes)",
                             },
                         }
                     },
@@ -144,6 +288,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "Notification": schemas.NOTIFICATION,
                 "NotificationsPage": schemas.NOTIFICATIONS_PAGE,
                 "Problem": schemas.PROBLEM,
+                **AUDIT_SCHEMAS,
             },
         },
         "paths": {
@@ -273,6 +418,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     ],
                 ),
             },
+            **audit_paths(),
         },
     }
 

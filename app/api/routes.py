@@ -2,7 +2,8 @@
 
 Every call needs a bearer access token with the capability's scope; the calling
 ministry and system come from the token, never from the body, so no ministry can act
-as another.
+as another. Access checks are rate-limited per client (app.ratelimit), one per person
+of a batch.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from app.api.edge import (
 )
 from app.oauth.guard import require
 from app.problems import Problem
+from app.ratelimit import ACCESS_CHECKS, enforce
 from app.services import Services
 from consent.access import AccessCheck, CheckTerms, Outcome, check_access, new_bulk_job_id
 from consent.errors import ConsentError
@@ -242,7 +244,8 @@ async def get_receipt(request: Request) -> Response:
 
 
 async def receipt_keys(request: Request) -> Response:
-    return JSONResponse({"keys": [_services(request).receipt_key.public_jwk()]})
+    # Every receipt key whose receipts still verify (after a rotation), current first.
+    return JSONResponse(_services(request).receipt_jwks())
 
 
 def _terms(body: dict[str, Any]) -> CheckTerms:
@@ -273,6 +276,7 @@ def _decision_document(outcome: Outcome) -> dict[str, Any]:
 
 async def post_access_check(request: Request) -> Response:
     token = await require(request, "access:check")
+    enforce(request, ACCESS_CHECKS, token.client_id)
     body = await read_json(request, schemas.ACCESS_CHECK)
     terms = _terms(body)
 
@@ -288,6 +292,7 @@ async def post_access_check(request: Request) -> Response:
             )
         except ConsentError as exc:
             raise domain_problem(exc) from exc
+        request.app.state.metrics.count_decisions(o.decision for o in outcomes)
         return JSONResponse(_decision_document(outcomes[0]))
 
     return await idempotent(request, token.client_id, run)
@@ -296,6 +301,8 @@ async def post_access_check(request: Request) -> Response:
 async def post_access_check_batch(request: Request) -> Response:
     token = await require(request, "access:check")
     body = await read_json(request, schemas.BATCH_ACCESS_CHECK, MAX_BATCH_BODY)
+    # A batch spends one access check of the client's rate per person.
+    enforce(request, ACCESS_CHECKS, token.client_id, cost=len(body["persons"]))
     terms = _terms(body)
     checks = [AccessCheck(p["person_id"], p["query_id"]) for p in body["persons"]]
 
@@ -308,6 +315,7 @@ async def post_access_check_batch(request: Request) -> Response:
             )
         except ConsentError as exc:
             raise domain_problem(exc) from exc
+        request.app.state.metrics.count_decisions(o.decision for o in outcomes)
         return JSONResponse(
             {"bulk_job_id": job, "results": [_decision_document(o) for o in outcomes]}
         )

@@ -226,3 +226,226 @@ PROBLEM = {
     },
     "required": ["type", "title", "status", "detail"],
 }
+
+# The audit API (app/api/audit.py): responses only, every call is a GET.
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _page(item: dict[str, Any]) -> dict[str, Any]:
+    return obj(
+        {
+            "items": {"type": "array", "items": item},
+            "next_cursor": {"oneOf": [{"type": "string"}, {"type": "null"}]},
+        },
+        ["items", "next_cursor"],
+    )
+
+
+BASE64 = {"type": "string", "contentEncoding": "base64"}
+COUNT = {"type": "integer", "minimum": 0}
+COUNTS = {"type": "array", "items": COUNT}
+PSEUDONYM = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_ENTRY_PROPERTIES = {
+    "index": COUNT,
+    "type": {"type": "string"},
+    "time": DATE_TIME,
+    "actor_org": CODE,
+    "actor_system": CODE,
+    "purpose": CODE,
+    "basis": obj({"kind": {"enum": ["consent", "authority"]}, "ref": CODE}, ["kind", "ref"]),
+    "categories": {"type": "array", "items": CODE},
+    "query_id": CODE,
+    "case_id": _nullable(CODE),
+    "bulk_job_id": _nullable(CODE),
+    "recipient_org": _nullable(CODE),
+    "source_orgs": {"type": "array", "items": CODE},
+    "reasons": {"type": "array", "items": CODE},
+    "subject_commitment": BASE64,
+    "hidden_until": _nullable(DATE),
+    "hidden_reason": _nullable(CODE),
+    "hidden": {"type": "boolean", "description": "still hidden from the person today"},
+}
+AUDIT_ENTRY = obj(_ENTRY_PROPERTIES, list(_ENTRY_PROPERTIES))
+AUDIT_ENTRY_PAGE = _page(AUDIT_ENTRY)
+REVIEW = obj(
+    {
+        "review_by": DATE,
+        "note": _nullable({"type": "string"}),
+        "required_by": {"type": "string"},
+        "created_at": DATE_TIME,
+    },
+    ["review_by", "note", "required_by", "created_at"],
+)
+INCLUSION = obj(
+    {
+        "status": {"enum": ["verified", "pending", "failed"]},
+        "tree_size": COUNT,
+        "root_hash": _nullable(BASE64),
+        "proof": {"type": "array", "items": BASE64, "maxItems": 64},
+        "checkpoint": _nullable({"type": "string", "description": "the signed checkpoint note"}),
+        "reason": _nullable({"type": "string"}),
+    },
+    ["status", "tree_size", "root_hash", "proof", "checkpoint", "reason"],
+)
+_DETAIL_PROPERTIES = {
+    **_ENTRY_PROPERTIES,
+    "leaf": {**BASE64, "description": "the entry's exact bytes (canonical JSON)"},
+    "leaf_hash": BASE64,
+    "has_opening": {"type": "boolean", "description": "whether the link to the person is kept"},
+    "reviews": {"type": "array", "items": REVIEW},
+    "inclusion": INCLUSION,
+}
+AUDIT_ENTRY_DETAIL = obj(_DETAIL_PROPERTIES, list(_DETAIL_PROPERTIES))
+AUDIT_STATISTICS = obj(
+    {
+        "since": DATE,
+        "weeks": {"type": "array", "items": DATE},
+        "accesses_per_ministry": {
+            "type": "array",
+            "items": obj({"ministry": CODE, "counts": COUNTS}, ["ministry", "counts"]),
+        },
+        "decisions": obj({"permitted": COUNTS, "denied": COUNTS}, ["permitted", "denied"]),
+        "withdrawals": COUNTS,
+        "permitted_by_basis": obj({"consent": COUNT, "authority": COUNT}, ["consent", "authority"]),
+        "top_purposes": {
+            "type": "array",
+            "items": obj({"purpose": CODE, "count": COUNT}, ["purpose", "count"]),
+        },
+    },
+    [
+        "since",
+        "weeks",
+        "accesses_per_ministry",
+        "decisions",
+        "withdrawals",
+        "permitted_by_basis",
+        "top_purposes",
+    ],
+)
+
+
+def _findings(item: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
+    return obj(
+        {**extra, "count": COUNT, "findings": {"type": "array", "items": item}},
+        [*extra, "count", "findings"],
+    )
+
+
+AUDIT_ANOMALIES = obj(
+    {
+        "generated_at": DATE_TIME,
+        "consent_outside_validity": _findings(
+            obj(
+                {
+                    "index": COUNT,
+                    "consent_id": CODE,
+                    "problem": {
+                        "enum": ["missing", "not_given", "not_yet_valid", "expired", "withdrawn"]
+                    },
+                },
+                ["index", "consent_id", "problem"],
+            ),
+            checked=COUNT,
+        ),
+        "spikes": _findings(
+            obj(
+                {
+                    "ministry": CODE,
+                    "day": DATE,
+                    "kind": {"enum": ["volume", "denials"]},
+                    "count": COUNT,
+                    "median": {"type": "number"},
+                },
+                ["ministry", "day", "kind", "count", "median"],
+            ),
+            window_days=COUNT,
+            factor={"type": "number"},
+            minimum=COUNT,
+        ),
+        "overdue_reviews": _findings(
+            obj(
+                {
+                    "index": COUNT,
+                    "ministry": CODE,
+                    "hidden_until": DATE,
+                    "reason": _nullable(CODE),
+                    "review_by": DATE,
+                },
+                ["index", "ministry", "hidden_until", "reason", "review_by"],
+            )
+        ),
+        "holdings_without_authority": _findings(
+            obj(
+                {"ministry": CODE, "system": CODE, "category": CODE, "count": COUNT},
+                ["ministry", "system", "category", "count"],
+            )
+        ),
+        "silent_systems": _findings(
+            obj({"ministry": CODE, "system": CODE}, ["ministry", "system"]), registered=COUNT
+        ),
+        "old_disputes": _findings(
+            obj(
+                {
+                    "id": COUNT,
+                    "ministry": {"type": "string"},
+                    "entry_index": COUNT,
+                    "created_at": DATE_TIME,
+                    "age_days": COUNT,
+                },
+                ["id", "ministry", "entry_index", "created_at", "age_days"],
+            ),
+            days=COUNT,
+        ),
+    },
+    [
+        "generated_at",
+        "consent_outside_validity",
+        "spikes",
+        "overdue_reviews",
+        "holdings_without_authority",
+        "silent_systems",
+        "old_disputes",
+    ],
+)
+HIDDEN_ENTRY = obj(
+    {
+        "index": COUNT,
+        "ministry": CODE,
+        "system": CODE,
+        "time": DATE_TIME,
+        "hidden_until": DATE,
+        "reason": _nullable(CODE),
+        "hidden": {"type": "boolean", "description": "still hidden from the person today"},
+        "reviews": {"type": "array", "items": REVIEW},
+    },
+    ["index", "ministry", "system", "time", "hidden_until", "reason", "hidden", "reviews"],
+)
+HIDDEN_PAGE = _page(HIDDEN_ENTRY)
+DISPUTE = obj(
+    {
+        "id": COUNT,
+        "entry_index": COUNT,
+        "ministry": {"type": "string"},
+        "status": {"enum": ["open", "answered", "closed"]},
+        "message": {"type": "string"},
+        "answer": _nullable({"type": "string"}),
+        "created_at": DATE_TIME,
+        "answered_at": _nullable(DATE_TIME),
+        "age_days": {"type": "integer"},
+    },
+    [
+        "id",
+        "entry_index",
+        "ministry",
+        "status",
+        "message",
+        "answer",
+        "created_at",
+        "answered_at",
+        "age_days",
+    ],
+)
+DISPUTES_PAGE = _page(DISPUTE)

@@ -56,6 +56,10 @@ SCOPES = frozenset(
         "audit",
     }
 )
+#: Scopes whose calls only read. A client with ``audit`` may hold no other scope:
+#: auditors read everything and change nothing (acknowledging a notice is a write).
+READ_ONLY_SCOPES = frozenset({"holdings:read", "consent:read", "ledger:read", "audit"})
+WRITE_SCOPES = SCOPES - READ_ONLY_SCOPES
 
 #: Signature algorithms accepted for client assertions, by key type. "Ed25519" is the
 #: RFC 9864 name of what RFC 8037 calls "EdDSA" with an Ed25519 key.
@@ -243,13 +247,24 @@ async def active_client(client_id: str) -> ApiClient | None:
 
 
 def validate_scopes(scopes: Iterable[str]) -> list[str]:
-    """The scopes, de-duplicated and sorted. Raises InvalidScope for an unknown or none."""
+    """The scopes, de-duplicated and sorted.
+
+    Raises InvalidScope for an unknown scope, for none, and for ``audit`` together with
+    a scope that writes (WRITE_SCOPES).
+    """
     wanted = sorted({s.strip() for s in scopes if s.strip()})
     if not wanted:
         raise InvalidScope("a client needs at least one scope; known: " + ", ".join(sorted(SCOPES)))
     unknown = [s for s in wanted if s not in SCOPES]
     if unknown:
         raise InvalidScope(f"unknown scope {unknown[0]!r}; known: " + ", ".join(sorted(SCOPES)))
+    writes = [s for s in wanted if s in WRITE_SCOPES]
+    if "audit" in wanted and writes:
+        held = ", ".join(writes)
+        raise InvalidScope(
+            f"an audit client only reads: it cannot also hold {held}; "
+            "register a separate client for those"
+        )
     return wanted
 
 

@@ -84,7 +84,7 @@ def test_migrate_seed_are_repeatable(tmp_path: Path) -> None:
     reseeded = onceonly("seed", "--demo", var=tmp_path)
     assert reseeded.returncode == 0, reseeded.stderr
     assert reseeded.stdout == seeded.stdout
-    assert "ministries 12" in seeded.stdout
+    assert "ministries 13" in seeded.stdout  # 12 ministries and the IPC
     secret = tmp_path / "secrets" / "pseudonym.key"
     assert secret.stat().st_mode & 0o777 == 0o600
 

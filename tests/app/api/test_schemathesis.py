@@ -2,8 +2,9 @@
 
 A real uvicorn server runs the app in a thread with its own event loop (the ledger and
 the ORM belong to that loop). Schemathesis sends it valid and invalid requests with a
-token granting every scope and checks each answer against the document served at
-/api/v1/openapi.json: no server error, and a documented status code, content type,
+token granting every ministry scope (the audit API gets the commissioner's token, as an
+audit client holds no other scope) and checks each answer against the document served
+at /api/v1/openapi.json: no server error, and a documented status code, content type,
 headers and body; invalid requests must be refused. Valid requests are steered towards
 codes and ids that exist, so they get past the lookups and reach the ledger too.
 
@@ -91,6 +92,7 @@ class Known:
 
     consent_ids: list[str] = field(default_factory=list)
     notification_ids: list[int] = field(default_factory=list)
+    entry_indices: list[int] = field(default_factory=list)
 
 
 class ApiServer:
@@ -98,8 +100,8 @@ class ApiServer:
 
     The services are opened in that loop (they are bound to it), the reference data is
     seeded, and a client of MTO's driver-licensing system with every API scope is
-    registered. MTO has a withdrawn consent (so a notice) and a pending one; MOH has a
-    consent MTO may not see.
+    registered, and the commissioner's client with the audit scope. MTO has a withdrawn
+    consent (so a notice) and a pending one; MOH has a consent MTO may not see.
     """
 
     def __init__(self, database_url: str, var_dir: Path) -> None:
@@ -110,6 +112,7 @@ class ApiServer:
         self.settings = make_settings(database_url, var_dir=var_dir, ONCEONLY_BASE_URL=self.url)
         self.client_id = ""
         self.secret = ""
+        self.auditor: tuple[str, str] = ("", "")
         self.known = Known()
         self.services: Services | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -158,12 +161,13 @@ class ApiServer:
 
         return self.run(take)
 
-    def token(self) -> str:
-        """An access token for the registered client, from the real token endpoint."""
+    def token(self, audit: bool = False) -> str:
+        """An access token for the registered ministry client (or, with ``audit``, the
+        commissioner's client), from the real token endpoint."""
         response = requests.post(
             f"{self.url}/oauth/token",
             data={"grant_type": "client_credentials"},
-            auth=(self.client_id, self.secret),
+            auth=self.auditor if audit else (self.client_id, self.secret),
             timeout=10,
         )
         assert response.status_code == 200, response.text
@@ -197,6 +201,10 @@ class ApiServer:
             "MTO", "driver-licensing", "schemathesis", "client_secret_basic", ALL_SCOPES
         )
         self.client_id, self.secret = client.client_id, secret or ""
+        auditor, audit_secret = await register_client(
+            "IPC", "ipc-audit", "schemathesis audit", "client_secret_basic", ["audit"]
+        )
+        self.auditor = (auditor.client_id, audit_secret or "")
         now = datetime.now(UTC)
         terms = ConsentTerms(
             person_id="resident-42",
@@ -219,6 +227,7 @@ class ApiServer:
         hidden, _ = await create_request(services.ledger, services.people, moh, terms, now=now)
         self.known.consent_ids = [str(c.id) for c in (withdrawn, pending, hidden)]
         self.known.notification_ids = [n.id for n in await Notification.all()]
+        self.known.entry_indices = list(range(await services.ledger.size()))
 
 
 class Conformance:
@@ -228,6 +237,7 @@ class Conformance:
         self.server = server
         self.session = session
         self.headers = {"Authorization": f"Bearer {server.token()}"}
+        self.audit_headers = {"Authorization": f"Bearer {server.token(audit=True)}"}
         url = f"{server.url}/api/v1/openapi.json"
         self.document = session.get(url, timeout=10).json()
         config = {"checks": {"negative_data_rejection": {"expected-statuses": REFUSALS}}}
@@ -251,11 +261,13 @@ class Conformance:
         """Send ``case`` (with ``raw`` as its JSON body if given), check the answer, and
         check that a refusal wrote nothing."""
         before = self.server.snapshot()
+        audit = case.operation.path.startswith("/api/v1/audit/")
+        headers = self.audit_headers if audit else self.headers
         if raw is None:
             response = case.call_and_validate(
                 base_url=self.server.url,
                 session=self.session,
-                headers=self.headers,
+                headers=headers,
                 checks=self.checks,
                 timeout=30,
             )
@@ -264,7 +276,7 @@ class Conformance:
                 case.method,
                 self.server.url + case.formatted_path,
                 data=raw,
-                headers={**self.headers, "Content-Type": "application/json"},
+                headers={**headers, "Content-Type": "application/json"},
                 timeout=30,
             )
             case.validate_response(sent, checks=self.checks)
@@ -327,6 +339,8 @@ def steer(case: Case, data: st.DataObject, known: Known) -> None:
         path["consent_id"] = consent_id
     if "notification_id" in path and (notice := pick(known.notification_ids)) is not None:
         path["notification_id"] = notice
+    if "index" in path and (index := pick(known.entry_indices)) is not None:
+        path["index"] = index
 
 
 @pytest.fixture
@@ -344,7 +358,7 @@ def conformance(api_server: ApiServer) -> Iterator[Conformance]:
 @pytest.mark.fuzz
 def test_the_api_behaves_as_its_openapi_document_says(conformance: Conformance) -> None:
     operations = [result.ok() for result in conformance.schema.get_all_operations()]
-    assert len(operations) == 10
+    assert len(operations) == 17
     failures = []
     for operation in operations:
         for mode in GenerationMode:
@@ -428,6 +442,9 @@ HOSTILE = [
     ("GET", "/api/v1/notifications", {"query": {"unacknowledged": "yes"}}, 400),
     ("GET", "/api/v1/holdings", {"query": {"limit": "9" * 5000}}, 400),
     ("GET", "/api/v1/holdings", {"query": {"limit": "\u0665"}}, 400),  # an Arabic-Indic 5
+    ("GET", "/api/v1/audit/entries", {"query": {"since": "2025-02-30"}}, 422),
+    ("GET", "/api/v1/audit/entries", {"query": {"cursor": _cursor(-1)}}, 400),
+    ("GET", "/api/v1/audit/export", {"query": {"from": "2025-03-02", "to": "2025-03-01"}}, 422),
     (
         "POST",
         "/api/v1/access-checks",

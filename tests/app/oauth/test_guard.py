@@ -80,13 +80,13 @@ async def test_a_real_token_lets_its_client_in_with_its_tenant(
     api: httpx.AsyncClient, services: Services
 ) -> None:
     mto = await register(ministry="MTO", system="driver-licensing", scopes=("access:check",))
-    moh = await register(ministry="MOH", system="ohip", scopes=("access:check", "audit"))
+    moh = await register(ministry="MOH", system="ohip", scopes=("access:check", "holdings:read"))
     for registered, ministry, system in [(mto, "MTO", "driver-licensing"), (moh, "MOH", "ohip")]:
         response = await api.get(PROTECTED, headers=bearer(await get_token(api, registered)))
         assert response.status_code == 200, response.text
         assert response.json()["client_id"] == registered.client_id
         assert (response.json()["ministry"], response.json()["system"]) == (ministry, system)
-    assert response.json()["scopes"] == ["access:check", "audit"]
+    assert response.json()["scopes"] == ["access:check", "holdings:read"]
 
 
 async def test_forged_and_foreign_tokens_are_refused(
