@@ -271,7 +271,7 @@ class EvidenceManifest:
         """
         try:
             document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # also huge numbers, deep nesting
             raise EvidenceError(f"not JSON: {error}") from None
         if not isinstance(document, dict) or set(document) != _MANIFEST_KEYS:
             raise EvidenceError(f"fields must be exactly {', '.join(sorted(_MANIFEST_KEYS))}")

@@ -485,3 +485,13 @@ async def test_whole_log_bundles_still_verify(log: TransparencyLog, tmp_path: Pa
     assert "tile/entries/000.p/40 does not match its SHA-256" in str(
         verify_any(directory).first_failure
     )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"[" * 100_000, b'{"size": 1' + b"0" * 5000 + b"}", b"\xff\xfe", b"null"],
+    ids=["deep nesting", "huge number", "not UTF-8", "not an object"],
+)
+def test_a_damaged_manifest_is_an_evidence_error(data: bytes) -> None:
+    with pytest.raises(EvidenceError):
+        EvidenceManifest.decode(data)
