@@ -105,9 +105,7 @@ class Manifest:
         It is no signature; it makes any damaged byte, even in a field no other file
         vouches for (such as ``created``), detectable.
         """
-        document = self._document()
-        document["manifest_sha256"] = hashlib.sha256(_canonical(document)).hexdigest()
-        return _canonical(document)
+        return seal_manifest(self._document())
 
     def _document(self) -> dict[str, Any]:
         return {
@@ -128,18 +126,7 @@ class Manifest:
         Raises BundleError when it is not that JSON, a field is missing, unknown or of
         the wrong type, the format is not this one, or ``manifest_sha256`` is wrong.
         """
-        try:
-            document = json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError) as error:  # also a number past int()'s digit
-            # limit, or nesting deeper than the recursion limit
-            raise BundleError(f"not JSON: {error}") from None
-        if not isinstance(document, dict) or set(document) != _MANIFEST_KEYS:
-            raise BundleError(f"fields must be exactly {', '.join(sorted(_MANIFEST_KEYS))}")
-        if _canonical(document) != data:
-            raise BundleError("not in canonical form (a byte was changed or added)")
-        digest = document.pop("manifest_sha256")
-        if digest != hashlib.sha256(_canonical(document)).hexdigest():
-            raise BundleError("manifest_sha256 does not match the manifest")
+        document = open_manifest(data, _MANIFEST_KEYS, BundleError)
         if document["format"] != FORMAT:
             raise BundleError(f"format {document['format']!r} is not {FORMAT!r}")
         for name in ("origin", "vkey", "root", "created"):
@@ -165,6 +152,40 @@ class Manifest:
 
 def _canonical(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
+
+
+def seal_manifest(document: dict[str, Any]) -> bytes:
+    """Canonical JSON of ``document`` plus ``manifest_sha256``, the SHA-256 of the rest.
+
+    The digest is no signature; it makes any damaged byte, even in a field no other file
+    vouches for, detectable.
+    """
+    sealed = dict(document)
+    sealed["manifest_sha256"] = hashlib.sha256(_canonical(document)).hexdigest()
+    return _canonical(sealed)
+
+
+def open_manifest(
+    data: bytes, keys: frozenset[str] | set[str], error: type[LedgerError]
+) -> dict[str, Any]:
+    """The fields of a manifest ``seal_manifest`` wrote, without ``manifest_sha256``.
+
+    Raises ``error`` when ``data`` is not JSON (also a number past int()'s digit limit or
+    nesting deeper than the recursion limit), its fields are not exactly ``keys``, it is
+    not in canonical form, or ``manifest_sha256`` does not match.
+    """
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise error(f"not JSON: {exc}") from None
+    if not isinstance(document, dict) or set(document) != keys:
+        raise error(f"fields must be exactly {', '.join(sorted(keys))}")
+    if _canonical(document) != data:
+        raise error("not in canonical form (a byte was changed or added)")
+    digest = document.pop("manifest_sha256")
+    if digest != hashlib.sha256(_canonical(document)).hexdigest():
+        raise error("manifest_sha256 does not match the manifest")
+    return document
 
 
 class _Writer:

@@ -51,7 +51,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ledger.bundle import MANIFEST, check_export_directory, verify_bundle
+from ledger.bundle import (
+    MANIFEST,
+    check_export_directory,
+    open_manifest,
+    seal_manifest,
+    verify_bundle,
+)
 from ledger.checkpoint import Checkpoint, open_checkpoint
 from ledger.entry import CODE, Entry, decode_entry, verify_commitment
 from ledger.errors import CheckpointError, EntryError, LedgerError, NoteError, ProofError
@@ -242,9 +248,7 @@ class EvidenceManifest:
 
     def encode(self) -> bytes:
         """Canonical JSON carrying ``manifest_sha256``, the SHA-256 of the rest."""
-        document = self._document()
-        document["manifest_sha256"] = hashlib.sha256(_canonical(document)).hexdigest()
-        return _canonical(document)
+        return seal_manifest(self._document())
 
     def _document(self) -> dict[str, Any]:
         return {
@@ -269,17 +273,7 @@ class EvidenceManifest:
         Raises EvidenceError when it is not that JSON, a field is missing, unknown or of
         the wrong type, the format is not this one, or ``manifest_sha256`` is wrong.
         """
-        try:
-            document = json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError) as error:  # also huge numbers, deep nesting
-            raise EvidenceError(f"not JSON: {error}") from None
-        if not isinstance(document, dict) or set(document) != _MANIFEST_KEYS:
-            raise EvidenceError(f"fields must be exactly {', '.join(sorted(_MANIFEST_KEYS))}")
-        if _canonical(document) != data:
-            raise EvidenceError("not in canonical form (a byte was changed or added)")
-        digest = document.pop("manifest_sha256")
-        if digest != hashlib.sha256(_canonical(document)).hexdigest():
-            raise EvidenceError("manifest_sha256 does not match the manifest")
+        document = open_manifest(data, _MANIFEST_KEYS, EvidenceError)
         if document["format"] != FORMAT:
             raise EvidenceError(f"format {document['format']!r} is not {FORMAT!r}")
         for name in ("origin", "vkey", "root", "created"):
@@ -311,10 +305,6 @@ class EvidenceManifest:
             raise EvidenceError("openings are included but the slice names no person")
         document["witnesses"] = tuple(witnesses)
         return cls(selection=selection, **document)
-
-
-def _canonical(document: dict[str, Any]) -> bytes:
-    return (json.dumps(document, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
 
 
 def entry_line(entry: EvidenceEntry, *, with_opening: bool) -> bytes:
