@@ -53,9 +53,15 @@ from _support import (
     BenchError,
     ServedOnceonly,
     ServerFailed,
+    cpu_model,
+    finite,
     free_port,
+    load_average,
     note,
     onceonly,
+    package_version,
+    percentile,
+    table,
 )
 
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/test"
@@ -611,20 +617,12 @@ def _python_load(
         answered=answered,
         ok=ok,
         failed=answered - ok + errors,
-        p50_ms=percentile(ordered, 50) * 1000,
-        p90_ms=percentile(ordered, 90) * 1000,
-        p99_ms=percentile(ordered, 99) * 1000,
+        p50_ms=percentile(ordered, 0.50) * 1000,
+        p90_ms=percentile(ordered, 0.90) * 1000,
+        p99_ms=percentile(ordered, 0.99) * 1000,
         lower_bound=False,
         client_cpu_s=0.0,
     )
-
-
-def percentile(ordered: Sequence[float], p: float) -> float:
-    """The nearest-rank percentile of sorted values; NaN for none."""
-    if not ordered:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def run_async(coro: Any) -> Any:
@@ -848,33 +846,11 @@ def database(options: Options, var_dir: Path) -> Iterator[tuple[str, str]]:
 # -- machine facts ----------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def server_loop() -> str:
     """What uvicorn's "auto" picks: uvloop and httptools when they are installed."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return f"{loop} + {http}"
-
-
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -1051,19 +1027,6 @@ def run(options: Options) -> Report:
 # -- output -----------------------------------------------------------------------------
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns sized to fit; the first column left-aligned, the rest right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        first, *rest = cells
-        parts = [str(first).ljust(widths[0])]
-        parts += [str(cell).rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
-        return "  ".join(parts).rstrip()
-
-    return [line(headers), *(line(row) for row in rows)]
-
-
 def ms(value: float, lower_bound: bool = False) -> str:
     if not math.isfinite(value):
         return "-"
@@ -1149,17 +1112,6 @@ def render_ledger(ledger: LedgerCheck) -> list[str]:
     else:
         lines.append(f"  onceonly ledger verify: it does NOT verify: {ledger.first_failure}")
     return lines
-
-
-def finite(value: Any) -> Any:
-    """The report with NaN (a figure that could not be measured) as null, for JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite(item) for item in value]
-    return value
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:

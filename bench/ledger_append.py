@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import importlib.metadata
 import inspect
 import itertools
 import json
@@ -42,6 +41,15 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from _support import (
+    cpu_model,
+    finite,
+    load_average,
+    note,
+    package_version,
+    percentile,
+    table,
+)
 
 from app.schema import apply_migrations
 from app.settings import Settings
@@ -247,11 +255,6 @@ def entry_row(index: int, entry: Entry) -> tuple:
 # -- databases --------------------------------------------------------------------------
 
 
-def note(message: str) -> None:
-    """Progress for the person waiting; figures go to standard output at the end."""
-    print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
 async def migrate(url: str, var_dir: Path) -> None:
     env = {"ONCEONLY_DATABASE_URL": url, "ONCEONLY_VAR_DIR": str(var_dir)}
     await apply_migrations(Settings.from_env(env))
@@ -308,13 +311,6 @@ def _rename_table(match: re.Match[str]) -> str:
 
 
 # -- measurements -----------------------------------------------------------------------
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (NaN when empty)."""
-    if not ordered:
-        return math.nan
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def timing(seconds: list[float]) -> Timing:
@@ -546,31 +542,6 @@ async def bench_verify(url: str, signer: Signer) -> VerifyResult:
 # -- machine facts ----------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages at the start: other work skews the figures."""
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def machine_facts(postgres: str) -> Machine:
     return Machine(
         cpus=os.cpu_count(),
@@ -701,19 +672,6 @@ async def bench_postgres(
 # -- output -----------------------------------------------------------------------------
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns sized to fit; the first column left-aligned, the rest right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        first, *rest = cells
-        parts = [str(first).ljust(widths[0])]
-        parts += [str(cell).rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
-        return "  ".join(parts).rstrip()
-
-    return [line(headers), *(line(row) for row in rows)]
-
-
 def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
@@ -820,17 +778,6 @@ def render_proofs(report: Report) -> list[str]:
                 else f"  the log did NOT verify: {v.first_failure}"
             )
     return out
-
-
-def finite(value: Any) -> Any:
-    """The report with NaN (a figure that could not be measured) as null, for JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite(item) for item in value]
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

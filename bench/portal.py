@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import html
-import importlib.metadata
 import json
 import math
 import os
@@ -46,9 +45,15 @@ from _support import (
     HOST,
     BenchError,
     ServedOnceonly,
+    cpu_model,
+    finite,
     free_port,
+    load_average,
     note,
     onceonly,
+    package_version,
+    percentile,
+    table,
 )
 
 from app.reference_data import DATA_CATEGORIES, LEGAL_AUTHORITIES, MINISTRIES, PURPOSES
@@ -347,13 +352,6 @@ def sign_in(base_url: str, subject: str) -> str:
 
 
 # -- measuring --------------------------------------------------------------------------
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (NaN when empty)."""
-    if not ordered:
-        return math.nan
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 @dataclass
@@ -696,43 +694,7 @@ def run(options: Options) -> Report:
 # -- machine facts ----------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages at the start: other work skews the figures."""
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 # -- output -----------------------------------------------------------------------------
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns sized to fit; the first column left-aligned, the rest right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        first, *rest = cells
-        parts = [str(first).ljust(widths[0])]
-        parts += [str(cell).rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
-        return "  ".join(parts).rstrip()
-
-    return [line(headers), *(line(row) for row in rows)]
 
 
 def ms(value: float) -> str:
@@ -797,17 +759,6 @@ def render(report: Report) -> str:
     if report.profile:
         out += ["", f"py-spy profile of the first activity page, 1 client: {report.profile}"]
     return "\n".join(out)
-
-
-def finite(value: Any) -> Any:
-    """The report with NaN (a figure that could not be measured) as null, for JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite(item) for item in value]
-    return value
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
