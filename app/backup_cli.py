@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from app.cli_errors import Handler, guarded
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-Handler = Callable[["Settings", argparse.Namespace], int]
 
 
 def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -92,30 +89,17 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     restore.set_defaults(handler=_guarded(_restore))
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from app.backup import BackupError
+    from app.db import DatabaseError
+    from app.keyfiles import KeyFileError
+    from ledger.errors import LedgerError
+
+    return (BackupError, DatabaseError, KeyFileError, LedgerError)
+
+
 def _guarded(handler: Handler) -> Handler:
-    """Run a handler; turn the errors a person can act on into one line and exit 1."""
-
-    def run(settings: Settings, args: argparse.Namespace) -> int:
-        import asyncpg
-
-        from app.backup import BackupError
-        from app.db import DatabaseError
-        from app.keyfiles import KeyFileError
-        from ledger.errors import LedgerError
-
-        try:
-            return handler(settings, args)
-        except (BackupError, DatabaseError, KeyFileError, LedgerError) as exc:
-            message = str(exc)
-        except (sqlite3.Error, asyncpg.PostgresError) as exc:
-            message = f"database error: {exc}"
-        except OSError as exc:
-            where = f" {exc.filename}" if exc.filename else ""
-            message = f"cannot use{where}: {exc.strerror or exc}"
-        print(f"onceonly: error: {' '.join(message.split())}", file=sys.stderr)
-        return EXIT_FAILURE
-
-    return run
+    return guarded(handler, _user_errors, database="database error")
 
 
 def _backup(settings: Settings, args: argparse.Namespace) -> int:

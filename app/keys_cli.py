@@ -27,8 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from app import keys
+from app.cli_errors import Handler, guarded
 from app.keyfiles import KeyFileError, locked, remove_secret, replace_secret
 from app.keys import CHECKPOINT, KINDS, RECEIPT, TOKEN, KeyRecord
 from app.oauth import keys as oauth_keys
@@ -45,7 +45,6 @@ from ledger.note import encode_signer_key, generate_signer
 if TYPE_CHECKING:
     from app.settings import Settings
 
-EXIT_FAILURE = 1
 
 #: How long a retired key keeps verifying when ``--retain`` is not given (None: always).
 DEFAULT_RETAIN: dict[str, timedelta | None] = {TOKEN: timedelta(days=1), RECEIPT: None}
@@ -55,8 +54,6 @@ _UNSET: Any = object()
 
 _DURATION = re.compile(r"(\d{1,6})([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-Handler = Callable[["Settings", argparse.Namespace], int]
 
 
 class _Stop(Exception):
@@ -101,18 +98,7 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _guarded(handler: Handler) -> Handler:
-    def run(settings: Settings, args: argparse.Namespace) -> int:
-        try:
-            return handler(settings, args)
-        except (_Stop, KeyFileError) as exc:
-            message = str(exc)
-        except OSError as exc:
-            where = f" {exc.filename}" if exc.filename else ""
-            message = f"cannot use{where}: {exc.strerror or exc}"
-        print(f"onceonly: error: {message}", file=sys.stderr)
-        return EXIT_FAILURE
-
-    return run
+    return guarded(handler, lambda: (_Stop, KeyFileError))
 
 
 def _duration(text: str) -> timedelta | None:

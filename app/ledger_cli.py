@@ -10,21 +10,20 @@
 ``verify`` exits 0 when everything matches and 1 when it found a failure (which the
 result names). A problem that stops a command (unreachable database, non-empty export
 directory, bad key) ends with one ``onceonly: error: ...`` line and exit 1, as every
-``onceonly`` command does. These handlers print that line themselves rather than raise
-``app.cli.CommandError``: under ``python -m app.cli`` the running module is
-``__main__``, and an ``app.cli`` imported from here would be a second module whose
-CommandError ``main`` does not catch.
+``onceonly`` command does (``app.cli_errors.guarded`` says why these commands do not
+raise ``app.cli.CommandError``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from app.cli_errors import Handler, guarded
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-
-Handler = Callable[["Settings", argparse.Namespace], int]
 
 
 class _Stop(Exception):
@@ -123,28 +120,15 @@ def add_commands(commands: argparse._SubParsersAction[Any]) -> None:
     receipt.set_defaults(handler=_verify_receipt)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from app.keyfiles import KeyFileError
+    from ledger.errors import LedgerError
+
+    return (_Stop, LedgerError, KeyFileError)
+
+
 def _guarded(handler: Handler) -> Handler:
-    """Run a handler; turn the errors a person can act on into one line and exit 1."""
-
-    def run(settings: Settings, args: argparse.Namespace) -> int:
-        import asyncpg
-
-        from app.keyfiles import KeyFileError
-        from ledger.errors import LedgerError
-
-        try:
-            return handler(settings, args)
-        except (_Stop, LedgerError, KeyFileError) as exc:
-            message = str(exc)
-        except (sqlite3.Error, asyncpg.PostgresError) as exc:
-            message = f"cannot read the ledger: {exc}"
-        except OSError as exc:
-            where = f" {exc.filename}" if exc.filename else ""
-            message = f"cannot use{where}: {exc.strerror or exc}"
-        print(f"onceonly: error: {message}", file=sys.stderr)
-        return EXIT_FAILURE
-
-    return run
+    return guarded(handler, _user_errors, database="cannot read the ledger")
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
