@@ -135,7 +135,8 @@ def database_unavailable(exc: BaseException) -> bool:
     mistake in a query or in the code.
 
     Covers LedgerUnavailable, Tortoise's DBConnectionError, refused, reset and timed-out
-    connections, asyncpg's connection and server-state errors, SQLite's busy, locked,
+    connections, asyncpg's connection and server-state errors (and a connection left out
+    of step by a dropped exchange), SQLite's busy, locked,
     read-only, I/O and full errors, and a full or read-only disk.
     """
     seen: set[int] = set()
@@ -160,6 +161,10 @@ def _unavailable(exc: BaseException) -> bool:
         return str(getattr(exc, "sqlstate", "") or "").startswith(_POSTGRES_UNAVAILABLE)
     if isinstance(exc, asyncpg.InterfaceError):
         return "closed" in str(exc) or "closing" in str(exc)  # connection or pool closed
+    if isinstance(exc, asyncpg.InternalClientError):
+        # A connection the server dropped mid-exchange (seen while PostgreSQL shuts down)
+        # is left out of step: "cannot switch to state N; another operation is in progress".
+        return "another operation" in str(exc)
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         if code is not None:

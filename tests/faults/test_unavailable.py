@@ -75,6 +75,11 @@ async def test_connection_errors_are_unavailable() -> None:
     assert database_unavailable(asyncpg.DiskFullError("could not extend file"))
     assert database_unavailable(DBConnectionError("no connection"))
     assert database_unavailable(TimeoutError())
+    assert database_unavailable(
+        asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+    )
 
 
 def test_mistakes_are_not_unavailable(tmp_path: Path) -> None:
@@ -88,6 +93,7 @@ def test_mistakes_are_not_unavailable(tmp_path: Path) -> None:
     assert not database_unavailable(IntegrityError("duplicate key"))
     assert not database_unavailable(FileNotFoundError(2, "No such file"))
     assert not database_unavailable(ValueError("a bug"))
+    assert not database_unavailable(asyncpg.InternalClientError("unexpected message type"))
 
 
 async def test_an_access_check_the_ledger_cannot_record_is_a_503_then_works_again(
