@@ -8,7 +8,6 @@ the entry cannot be written.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,13 +16,13 @@ from datetime import UTC, date, datetime
 from consent.decision import (
     ONE_TIME_CONSENT_USED,
     AccessRequest,
-    ConsentState,
     Decision,
     decide,
 )
 from consent.errors import Invalid
 from consent.identity import Actor, Pseudonymizer
 from consent.models import Consent
+from consent.reads import consent_states
 from consent.reference import Reference, reference
 from ledger.entry import Basis, Entry, commitment, format_time
 from ledger.log import TransparencyLog
@@ -103,7 +102,7 @@ async def check_access(
     now = now or datetime.now(UTC)
     authority = known.authorities.get(terms.authority) if terms.authority else None
     pseudonyms = [pseudonymizer.person(check.person_id) for check in checks]
-    by_person = await _consents(set(pseudonyms))
+    by_person = await consent_states(pseudonyms)
     claimed: list[str] = []
     entries: list[tuple[Entry, Subject]] = []
     decisions: list[Decision] = []
@@ -142,46 +141,6 @@ async def check_access(
 
 def new_bulk_job_id() -> str:
     return f"bulk-{uuid.uuid4()}"
-
-
-async def _consents(pseudonyms: set[str]) -> dict[str, list[ConsentState]]:
-    # One query with the recipient's code joined in, not a query per relation.
-    rows = await Consent.filter(pseudonym__in=list(pseudonyms)).values(
-        "id",
-        "pseudonym",
-        "status",
-        "recipient__code",
-        "sources",
-        "categories",
-        "purpose_id",
-        "valid_from",
-        "valid_until",
-        "one_time",
-        "used_at",
-    )
-    out: dict[str, list[ConsentState]] = {}
-    for row in rows:
-        out.setdefault(row["pseudonym"], []).append(
-            ConsentState(
-                id=str(row["id"]),
-                status=str(row["status"]),
-                recipient=row["recipient__code"],
-                sources=frozenset(_json_list(row["sources"])),
-                categories=frozenset(_json_list(row["categories"])),
-                purpose=row["purpose_id"],
-                valid_from=row["valid_from"],
-                valid_until=row["valid_until"],
-                one_time=bool(row["one_time"]),
-                used=row["used_at"] is not None,
-            )
-        )
-    return out
-
-
-def _json_list(value: object) -> list[str]:
-    if isinstance(value, str):
-        return list(json.loads(value))
-    return list(value or [])
 
 
 async def _claim_one_time(consent_id: str, now: datetime) -> bool:
