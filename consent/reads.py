@@ -37,9 +37,7 @@ _SQLITE_SQL = _COLUMNS + "WHERE c.pseudonym IN ({})"
 _POSTGRES_SQL = _COLUMNS + "WHERE c.pseudonym = ANY($1::varchar[])"
 
 #: The read-only connection of each open SQLite client (gone with the client).
-_readers: weakref.WeakKeyDictionary[SqliteClient, sqlite3.Connection] = (
-    weakref.WeakKeyDictionary()
-)
+_readers: weakref.WeakKeyDictionary[SqliteClient, sqlite3.Connection] = weakref.WeakKeyDictionary()
 #: How long the reader waits for a lock (a WAL reader only ever waits in recovery).
 _BUSY_TIMEOUT_MS = 2000
 

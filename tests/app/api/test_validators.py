@@ -80,9 +80,11 @@ def value_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
         most = schema.get("maxItems", 5)
         sizes = sorted({0, 1, 2, min(most, 3), most, most + 1})
         fitting = st.sampled_from(sizes).flatmap(
-            lambda n: st.lists(item, min_size=min(n, 3), max_size=min(n, 3))
-            if n <= 3
-            else st.lists(item, min_size=1, max_size=2).map(lambda xs, n=n: (xs * n)[:n])
+            lambda n: (
+                st.lists(item, min_size=min(n, 3), max_size=min(n, 3))
+                if n <= 3
+                else st.lists(item, min_size=1, max_size=2).map(lambda xs, n=n: (xs * n)[:n])
+            )
         )
         return fitting | ANY_VALUE
     if "enum" in schema:
