@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -349,7 +349,8 @@ async def test_anomalies_find_each_seeded_anomaly(
     dispute = await Dispute.create(pseudonym="p", entry_index=1, ministry="MTO", message="?")
     await Dispute.filter(id=dispute.id).update(created_at=datetime.now(UTC) - timedelta(days=40))
     sam = (await Consent.get(id=uuid.uuid5(DEMO_NAMESPACE, "sam-ow-income"))).pseudonym
-    now = datetime.now(UTC)
+    # Noon, so that the twelve denials of yesterday stay on one day whatever the hour.
+    noon = datetime.combine(date.today(), time(12), UTC)
     denials = [
         access_entry(
             pseudonym=sam,
@@ -359,8 +360,8 @@ async def test_anomalies_find_each_seeded_anomaly(
             system="mnr-system",
             moment=moment,
         )
-        for moment in [now - timedelta(days=d) for d in (5, 4, 3)]
-        + [now - timedelta(days=1, minutes=n) for n in range(12)]
+        for moment in [noon - timedelta(days=d) for d in (5, 4, 3)]
+        + [noon - timedelta(days=1, minutes=n) for n in range(12)]
     ]
     await demo.ledger.append_all(denials)
 

@@ -4,7 +4,7 @@ detectors, then the page on the demo data with anomalies seeded in."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import httpx
 import pytest
@@ -194,7 +194,8 @@ async def test_the_page_shows_each_seeded_anomaly(
 
 async def test_the_page_shows_a_spike(client: httpx.AsyncClient, demo: Services) -> None:
     sam = (await Consent.get(id=uuid.uuid5(DEMO_NAMESPACE, "sam-ow-income"))).pseudonym
-    now = datetime.now(UTC)
+    # Noon, so that the twelve denials of yesterday stay on one day whatever the hour.
+    now = datetime.combine(date.today(), time(12), UTC)
     entries = [
         access_entry(
             pseudonym=sam,
