@@ -61,6 +61,29 @@ class Transaction(Protocol):
         ...
 
 
+class Restage(Protocol):
+    """What a conditional write does when its check finds the tree moved (see write_if):
+    it stages the batch again on the stored tree, within the same transaction."""
+
+    def tiles_query(self, size: int) -> tuple[str, Sequence[Any]] | None:
+        """The read of the stored tiles the batch needs to carry on from a tree of
+        ``size`` (None: none are needed)."""
+        ...
+
+    def build(self, size: int, rows: Sequence[Row]) -> tuple[Any, Sequence[Write]]:
+        """From the tiles read, the writes to run instead and what to hand back."""
+        ...
+
+
+class Restaged:
+    """write_if's answer when it wrote the restaged batch: ``value`` is what build gave."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class LedgerDatabase(Protocol):
     """What the ledger needs of a database."""
 
@@ -79,14 +102,24 @@ class LedgerDatabase(Protocol):
         ...
 
     def write_if(
-        self, check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
-    ) -> Awaitable[bool]:
+        self,
+        check: str,
+        args: Sequence[Any],
+        expected: Sequence[Any],
+        writes: Sequence[Write],
+        restage: Restage | None = None,
+    ) -> Awaitable[bool | Restaged]:
         """In one transaction holding the write lock: when the one-row query ``check``
         answers ``expected``, run ``writes`` (see Transaction.execute_batch) and commit.
 
         The awaitable answers whether it committed: False, having written nothing, when
-        the answer differs. Transactions asked for one after another run in that order,
-        each after the ones before it have finished; where it can (SQLite) the call hands
+        the answer differs. With ``restage``, a differing answer (whose first column is
+        the stored tree's size) is not the end: restage reads the tiles it asks for and
+        builds other writes, which are run and committed in the same transaction, and
+        the awaitable answers Restaged with what build handed back.
+
+        Transactions asked for one after another run in that order, each after the
+        ones before it have finished; where it can (SQLite) the call hands
         the transaction to the database at once, before anything is awaited. Raises
         LedgerUnavailable (nothing written) when the lock or the commit fails, and the
         database's own error when a statement is refused.
@@ -178,14 +211,21 @@ def _execute_batch(conn: sqlite3.Connection, writes: Sequence[Write]) -> None:
 #: and the rest.
 _INSERT_VALUES = re.compile(r"(INSERT INTO (\w+) \(([\w, ]+)\) VALUES )(\([?, ]+\))(.*)", re.DOTALL)
 _MAX_ROWS_PER_INSERT = 256
+#: Prepared statements the writer's connection keeps: a multi-row INSERT of each row
+#: count for each ledger table, and the rest.
+WRITER_STATEMENT_CACHE = 2048
 
 
 def _execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Run ``sql`` once per row; an INSERT of many rows as few multi-row INSERTs.
+    """Run ``sql`` once per row; an INSERT of many rows as one multi-row INSERT (per
+    256 rows).
 
     The same rows go in, in the same order, through the same triggers; but SQLite runs
-    each multi-row statement in one step, so there are a few steps per batch rather than
-    one per row (and as few hand-overs of the interpreter lock around them).
+    each multi-row statement in one step, so there is one step per table per batch
+    rather than one per row. Each step hands the interpreter lock over and must get it
+    back from the event loop's thread while the write lock is held, so fewer is better:
+    the writer's connection keeps a statement of each row count prepared
+    (WRITER_STATEMENT_CACHE).
     """
     match = _INSERT_VALUES.fullmatch(sql) if len(rows) > 1 else None
     if match is None:
@@ -193,14 +233,13 @@ def _execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[An
         return
     position = 0
     while position < len(rows):
-        # Powers of two, so that only a few distinct statements are ever prepared.
-        count = min(_MAX_ROWS_PER_INSERT, 1 << ((len(rows) - position).bit_length() - 1))
+        count = min(_MAX_ROWS_PER_INSERT, len(rows) - position)
         chunk = rows[position : position + count]
         conn.execute(_multi_row_sql(match, count), list(itertools.chain.from_iterable(chunk)))
         position += count
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=WRITER_STATEMENT_CACHE)
 def _multi_row_sql_cached(head: str, values: str, tail: str, count: int) -> str:
     return head + ",".join([values] * count) + tail
 
@@ -210,20 +249,35 @@ def _multi_row_sql(match: re.Match[str], count: int) -> str:
 
 
 def _conditional_transaction(
-    check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
-) -> Callable[[sqlite3.Connection], bool]:
-    def run(conn: sqlite3.Connection) -> bool:
+    check: str,
+    args: Sequence[Any],
+    expected: Sequence[Any],
+    writes: Sequence[Write],
+    restage: Restage | None,
+) -> Callable[[sqlite3.Connection], bool | Restaged]:
+    def run(conn: sqlite3.Connection) -> bool | Restaged:
         _begin(conn)
+        answer: bool | Restaged = True
         try:
             row = conn.execute(check, _sqlite_args(args)).fetchone()
             if row is None or tuple(row) != tuple(expected):
-                conn.rollback()
-                return False
-            _execute_batch(conn, writes)
+                if restage is None or row is None:
+                    conn.rollback()
+                    return False
+                # Staged again here, on this thread, under the lock: no crossing back
+                # to the event loop while the other writers wait.
+                size = int(row[0])
+                query = restage.tiles_query(size)
+                rows = conn.execute(query[0], _sqlite_args(query[1])).fetchall() if query else []
+                value, writes_now = restage.build(size, rows)
+                answer = Restaged(value)
+                _execute_batch(conn, writes_now)
+            else:
+                _execute_batch(conn, writes)
         except BaseException:
             conn.rollback()
             raise
-        return True
+        return answer
 
     return run
 
@@ -276,7 +330,9 @@ class SqliteLedgerDatabase:
 
     async def connect(self) -> None:
         try:
-            writer = SqliteWriter(self.path, self._pragmas, _commit)
+            writer = SqliteWriter(
+                self.path, self._pragmas, _commit, cached_statements=WRITER_STATEMENT_CACHE
+            )
             await writer.start()
             self._writer = writer
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -323,17 +379,22 @@ class SqliteLedgerDatabase:
             self._writer.more_coming = coming
 
     def write_if(
-        self, check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
-    ) -> Awaitable[bool]:
+        self,
+        check: str,
+        args: Sequence[Any],
+        expected: Sequence[Any],
+        writes: Sequence[Write],
+        restage: Restage | None = None,
+    ) -> Awaitable[bool | Restaged]:
         writer = self._require_writer()
-        run = _conditional_transaction(check, args, expected, writes)
+        run = _conditional_transaction(check, args, expected, writes, restage)
         if not self._write_lock.locked():  # no write() transaction is open on the writer
             return writer.transact(run)
         return asyncio.ensure_future(self._transact_after_write(writer, run))
 
     async def _transact_after_write(
-        self, writer: SqliteWriter, run: Callable[[sqlite3.Connection], bool]
-    ) -> bool:
+        self, writer: SqliteWriter, run: Callable[[sqlite3.Connection], bool | Restaged]
+    ) -> bool | Restaged:
         async with self._write_lock:
             committed = writer.transact(run)
         return await committed
@@ -473,13 +534,25 @@ class PostgresLedgerDatabase:
         pass  # each transaction's result is handed back as soon as it commits
 
     async def write_if(
-        self, check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
-    ) -> bool:
+        self,
+        check: str,
+        args: Sequence[Any],
+        expected: Sequence[Any],
+        writes: Sequence[Write],
+        restage: Restage | None = None,
+    ) -> bool | Restaged:
         # One at a time, so that this process's transactions take the advisory lock in
         # the order they were made.
         async with self._write_if_lock, self._transaction(batch=True) as tx:
             rows = await tx.fetch(check, *args)
             if not rows or tuple(rows[0]) != tuple(expected):
-                return False
+                if restage is None or not rows:
+                    return False
+                size = int(rows[0][0])
+                query = restage.tiles_query(size)
+                tiles = await tx.fetch(query[0], *query[1]) if query else []
+                value, writes_now = restage.build(size, tiles)
+                await tx.execute_batch(writes_now)
+                return Restaged(value)
             await tx.execute_batch(writes)
             return True

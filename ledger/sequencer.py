@@ -26,12 +26,27 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.database import LedgerDatabase, LedgerUnavailable, Transaction, Write
+from ledger.database import (
+    LedgerDatabase,
+    LedgerUnavailable,
+    Restaged,
+    Row,
+    Transaction,
+    Write,
+)
 from ledger.entry import Entry, commitment, encode_entry, new_opening
 from ledger.errors import EntryError, LedgerError
 from ledger.merkle import TreeBuilder, leaf_hash, tree_nodes
 from ledger.note import NoteSigner
-from ledger.tilestore import TileKey, TileStore, grow_tiles, right_edge_tiles
+from ledger.tilestore import (
+    TileKey,
+    TileStore,
+    carry_on_tiles,
+    frontier_from_tiles,
+    grow_tiles,
+    right_edge_tiles,
+    tiles_query,
+)
 
 log = logging.getLogger("onceonly.ledger")
 
@@ -167,6 +182,23 @@ class _Batch:
             except LedgerError:
                 self.stage_on(None)  # the base does not hold up: stage under the lock
 
+    def restaged(self, base: _TreeState) -> _Batch:
+        """A copy of this sealed batch staged on ``base`` (this one is left as it is).
+
+        Raises LedgerError when ``base``'s tiles do not match its frontier.
+        """
+        fresh = _Batch(None)
+        fresh.requests, fresh.items, fresh.hashes = self.requests, self.items, self.hashes
+        fresh.sealed = True
+        fresh.stage_on(base)
+        return fresh
+
+    def adopt(self, other: _Batch) -> None:
+        """Take the staging of ``other`` (a copy made by restaged)."""
+        self.base, self.end = other.base, other.end
+        self.entry_rows, self.opening_rows = other.entry_rows, other.opening_rows
+        self.tiles = other.tiles
+
     def _grow(self, base: _TreeState) -> None:
         builder = TreeBuilder(base.size, [node.hash for node in base.builder.frontier])
         edge = dict(base.edge)
@@ -217,6 +249,8 @@ class Sequencer:
         self._task: asyncio.Task[None] | None = None
         self._state: _TreeState | None = None  # the stored tree, as last written or read
         self.batches = 0
+        #: Batches the database staged again because another process had appended.
+        self.restaged = 0
         self.last_batch_size = 0
         #: Called with the number of entries of each committed batch (e.g. for metrics),
         #: after its callers have their answers; it must not raise.
@@ -230,10 +264,11 @@ class Sequencer:
         """Commit everything already queued, then stop the batching task."""
         if self._task is None:
             return
-        await self._idle.wait()
+        if not self._task.done():
+            await self._idle.wait()
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task  # cancelled, or the fault it stopped on (already logged)
         self._task = None
 
     async def append(self, entry: Entry, subject: Subject | None = None) -> Appended:
@@ -242,8 +277,7 @@ class Sequencer:
         Raises EntryError for an invalid entry (nothing is written) and
         LedgerUnavailable when the database could not take it (nothing is written).
         """
-        if self._task is None:
-            raise LedgerUnavailable("the ledger sequencer is not running")
+        self._require_running()
         future: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
         self._enqueue(_Request([prepare(entry, subject)], future))
         return (await future)[0]
@@ -253,8 +287,7 @@ class Sequencer:
 
         All or none are written. Raises as append() does.
         """
-        if self._task is None:
-            raise LedgerUnavailable("the ledger sequencer is not running")
+        self._require_running()
         items = [prepare(entry, subject) for entry, subject in entries]
         if not items:
             return []
@@ -289,6 +322,27 @@ class Sequencer:
         return self._state
 
     async def _run(self) -> None:
+        try:
+            await self._batches()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # A fault in the sequencer itself: nobody waits for an answer that will
+            # never come; later appends are refused (see _require_running).
+            log.critical("the ledger sequencer stopped", exc_info=exc)
+            stopped = LedgerUnavailable(f"the ledger sequencer stopped: {exc!r}")
+            for batch in [*(b for b, _ in self._handed), *self._waiting]:
+                self._fail(batch, stopped)
+            self._handed.clear()
+            self._waiting.clear()
+            self._idle.set()
+            raise
+
+    def _require_running(self) -> None:
+        if self._task is None or self._task.done():
+            raise LedgerUnavailable("the ledger sequencer is not running")
+
+    async def _batches(self) -> None:
         while True:
             self._wakeup.clear()
             self._hand_over()
@@ -310,8 +364,9 @@ class Sequencer:
             batch.seal()
             if batch.end is None:
                 return
+            written = asyncio.ensure_future(self._write_staged(batch))
             self._waiting.popleft()
-            self._handed.append((batch, asyncio.ensure_future(self._write_staged(batch))))
+            self._handed.append((batch, written))
 
     async def _settle_oldest(self) -> None:
         """Wait for the oldest handed-over batch (or for a new one while there is room)."""
@@ -326,18 +381,34 @@ class Sequencer:
             await asyncio.wait((outcome,))
         self._handed.popleft()
         error = outcome.exception()
+        if error is None and isinstance(outcome.result(), Restaged):
+            # Written, but on a tree another process had grown: staged again.
+            batch.adopt(outcome.result().value)
+            self.restaged += 1
+            self._answer(batch)
+            if not self._handed:
+                self._stage_waiting(batch.end)
+            # else: the batches handed over behind it are staged again as they are
+            # written, and the waiting ones once the last of those is settled.
+            return
         if (error is None and outcome.result()) or (
             error is not None and await self._landed(batch)
         ):
             self._answer(batch)
             return
         # Every batch handed over after this one was staged on it, so none of them
-        # can be written now: collect them all and stage them again under the lock.
+        # could be written as staged: the database staged each again where it could
+        # (Restaged); the others are collected and staged again under the lock.
         retry = []
         for later, later_outcome in self._handed:
             await asyncio.wait((later_outcome,))
             later_error = later_outcome.exception()
-            if later_error is None:
+            if later_error is None and isinstance(later_outcome.result(), Restaged):
+                # The database staged it again on the stored tree and wrote it.
+                later.adopt(later_outcome.result().value)
+                self.restaged += 1
+                self._answer(later)
+            elif later_error is None:
                 retry.append(later)
             else:
                 self._fail(later, later_error)
@@ -353,14 +424,16 @@ class Sequencer:
         for again in retry:
             again.stage_on(None)
 
-    def _write_staged(self, batch: _Batch) -> Awaitable[bool]:
+    def _write_staged(self, batch: _Batch) -> Awaitable[bool | Restaged]:
         # Called, not awaited, when handed over: SQLite queues it at once behind the
-        # batch before it (see LedgerDatabase.write_if).
+        # batch before it (see LedgerDatabase.write_if). When another process appended
+        # in the meantime, the database stages the batch again under its lock.
         base, end = batch.base, batch.end
         assert base is not None and end is not None
         writes = self._writes(batch, end)
         expected = (base.size, base.root)
-        return self.db.write_if(CHECK_TREE, (base.size,), expected, writes)
+        restage = _Restage(self, batch)
+        return self.db.write_if(CHECK_TREE, (base.size,), expected, writes, restage)
 
     async def _commit_locked(self, batch: _Batch) -> None:
         """Stage ``batch`` on the stored tree and commit it, all under the write lock."""
@@ -377,7 +450,10 @@ class Sequencer:
                 return
         self._answer(batch)
         # The batches behind it could not be staged before; now their tree is known.
-        base: _TreeState | None = batch.end
+        self._stage_waiting(batch.end)
+
+    def _stage_waiting(self, base: _TreeState | None) -> None:
+        """Stage the waiting batches, in order, on ``base`` (the stored tree)."""
         for waiting in self._waiting:
             try:
                 waiting.stage_on(base)
@@ -434,8 +510,10 @@ class Sequencer:
         later = [outcome for _, outcome in self._handed]
         if later:
             await asyncio.wait(later)
-            if any(o.exception() is None and o.result() for o in later):
-                return True  # a batch staged on this one was written, so this one is stored
+            # A batch written as staged on this one (True, not Restaged: staged again on
+            # whatever tree was stored) shows this one is stored.
+            if any(o.exception() is None and o.result() is True for o in later):
+                return True
         try:
             rows = await self.db.fetch(LANDED, end.size)
         except Exception:
@@ -468,6 +546,33 @@ class Sequencer:
             raise LedgerError(f"the stored tree of size {size} lacks tiles {missing}")
         builder = TreeBuilder(size, frontier)
         return _TreeState(size, builder.root(), builder, {k: edge[k] for k in edge_keys})
+
+
+class _Restage:
+    """Stages a handed-over batch again on the stored tree, for the database to do under
+    its write lock when the tree moved (LedgerDatabase.write_if). On SQLite this runs on
+    the writer's thread: it reads only ``batch`` (sealed, so no longer changed) and
+    makes a new staging, which the event loop adopts once it is committed."""
+
+    def __init__(self, sequencer: Sequencer, batch: _Batch) -> None:
+        self.sequencer = sequencer
+        self.batch = batch
+
+    def tiles_query(self, size: int) -> tuple[str, list[int]] | None:
+        keys = carry_on_tiles(size)
+        return tiles_query(keys) if keys else None
+
+    def build(self, size: int, rows: Sequence[Row]) -> tuple[_Batch, list[Write]]:
+        tiles = {(int(level), int(number)): bytes(data) for level, number, data in rows}
+        edge_keys = right_edge_tiles(size)
+        missing = [key for key in edge_keys if key not in tiles]
+        if missing:
+            raise LedgerError(f"the stored tree of size {size} lacks tiles {missing}")
+        builder = TreeBuilder(size, frontier_from_tiles(size, tiles))
+        base = _TreeState(size, builder.root(), builder, {k: tiles[k] for k in edge_keys})
+        fresh = self.batch.restaged(base)
+        assert fresh.end is not None
+        return fresh, self.sequencer._writes(fresh, fresh.end)
 
 
 def _entry_row(index: int, item: _Item, digest: bytes) -> tuple:

@@ -55,9 +55,15 @@ class SqliteWriter:
     """
 
     def __init__(
-        self, path: str, pragmas: Sequence[str], commit: Callable[[sqlite3.Connection], None]
+        self,
+        path: str,
+        pragmas: Sequence[str],
+        commit: Callable[[sqlite3.Connection], None],
+        *,
+        cached_statements: int = 128,
     ) -> None:
         self._path = path
+        self._cached_statements = cached_statements
         self._pragmas = pragmas
         self._commit = commit
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -89,11 +95,11 @@ class SqliteWriter:
         """Run ``run(connection)`` on the writer's thread; the future holds its result."""
         return self._submit(_Job(self._new_future(), run))
 
-    def transact(self, run: Callable[[sqlite3.Connection], bool]) -> asyncio.Future[bool]:
+    def transact(self, run: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         """Run a transaction that ``run`` begins and fills; commit it when ``run`` says so.
 
-        ``run`` rolls back and returns False to write nothing. The future's result is
-        whether the transaction was committed.
+        ``run`` rolls back and returns something false to write nothing; anything true
+        is committed. The future's result is what ``run`` returned, once committed.
         """
         return self._submit(_Job(self._new_future(), run, transaction=True))
 
@@ -120,7 +126,9 @@ class SqliteWriter:
 
     def _work(self, ready: asyncio.Future[None]) -> None:
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None)
+            conn = sqlite3.connect(
+                self._path, isolation_level=None, cached_statements=self._cached_statements
+            )
             for pragma in self._pragmas:
                 conn.execute(f"PRAGMA {pragma}")
         except (sqlite3.Error, OSError) as exc:
@@ -152,8 +160,9 @@ class SqliteWriter:
                 self._hand_back(*held)
                 held = None
             if ok and value:
-                ok, value = _run(self._commit, conn)
-                value = True if ok else value
+                committed, error = _run(self._commit, conn)
+                if not committed:
+                    ok, value = False, error
             if self._jobs.empty() and not self.more_coming:
                 self._hand_back(job.future, ok, value)
             else:

@@ -10,11 +10,11 @@ from them, and asks the database only for a tile it lacks or holds too short.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ledger.database import LedgerDatabase, Transaction
 from ledger.errors import LedgerError
-from ledger.merkle import HASH_SIZE, HashReader, NodeHash, NodeId, subtree_levels
+from ledger.merkle import HASH_SIZE, HashReader, NodeHash, NodeId, subtree_levels, tree_nodes
 from ledger.tiles import TILE_HEIGHT, TILE_WIDTH
 
 TileKey = tuple[int, int]  # (tile level, tile number)
@@ -39,6 +39,41 @@ def right_edge_tiles(size: int) -> list[TileKey]:
             keys.append((level, nodes // TILE_WIDTH))
         level += 1
     return keys
+
+
+def tiles_query(keys: Sequence[TileKey]) -> tuple[str, list[int]]:
+    """The SELECT of the stored tiles among ``keys`` (level, number, hashes), and its
+    arguments. ``keys`` must not be empty."""
+    where = " OR ".join("(level = ? AND number = ?)" for _ in keys)
+    args = [v for key in keys for v in key]
+    return f"SELECT level, number, hashes FROM ledger_tile WHERE {where}", args  # noqa: S608
+
+
+def carry_on_tiles(size: int) -> list[TileKey]:
+    """The tiles from which appends carry on from a stored tree of ``size``: those that
+    hold its frontier (tree_nodes) and its partial right-edge tiles."""
+    keys = {tile_of_node(*node)[0] for node in tree_nodes(size)}
+    keys.update(right_edge_tiles(size))
+    return sorted(keys)
+
+
+def frontier_from_tiles(size: int, tiles: Mapping[TileKey, bytes]) -> list[bytes]:
+    """The hashes of tree_nodes(size), read from ``tiles`` (see carry_on_tiles).
+
+    Raises LedgerError when a tile is missing or too short to hold its node.
+    """
+    parsed: dict[TileKey, _Tile] = {}
+    out = []
+    for node in tree_nodes(size):
+        key, start, end = tile_of_node(*node)
+        tile = parsed.get(key)
+        if tile is None and key in tiles:
+            tile = parsed[key] = _Tile(tiles[key])
+        value = tile.node(start, end) if tile is not None else None
+        if value is None:
+            raise LedgerError(f"tile {key} does not hold node {node}")
+        out.append(value)
+    return out
 
 
 class _Tile:
@@ -139,9 +174,7 @@ class TileStore:
 
     async def _fetch(self, keys: Sequence[TileKey], tx: Transaction | None) -> dict[TileKey, bytes]:
         """The stored tiles among ``keys``, exactly as stored; the cache keeps them too."""
-        where = " OR ".join("(level = ? AND number = ?)" for _ in keys)
-        args = [v for key in keys for v in key]
-        sql = f"SELECT level, number, hashes FROM ledger_tile WHERE {where}"  # noqa: S608
+        sql, args = tiles_query(keys)
         rows = await (tx.fetch(sql, *args) if tx else self.db.fetch(sql, *args))
         stored = {(level, number): bytes(hashes) for level, number, hashes in rows}
         for key, data in stored.items():

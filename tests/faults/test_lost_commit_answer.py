@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from ledger.database import LedgerDatabase, LedgerUnavailable, Write
+from ledger.database import LedgerDatabase, LedgerUnavailable, Restage, Restaged, Write
 from ledger.log import TransparencyLog
 from ledger.note import generate_signer
 from ledger.verify import verify_database
@@ -35,14 +35,19 @@ class AnswerLost:
         return getattr(self.db, name)
 
     def write_if(
-        self, check: str, args: Sequence[Any], expected: Sequence[Any], writes: Sequence[Write]
-    ) -> Awaitable[bool]:
+        self,
+        check: str,
+        args: Sequence[Any],
+        expected: Sequence[Any],
+        writes: Sequence[Write],
+        restage: Restage | None = None,
+    ) -> Awaitable[bool | Restaged]:
         self.writes += 1
-        committed = self.db.write_if(check, args, expected, writes)  # handed over at once
+        committed = self.db.write_if(check, args, expected, writes, restage)  # at once
         if self.writes != self.lose:
             return committed
 
-        async def lost() -> bool:
+        async def lost() -> bool | Restaged:
             assert await committed, "the batch was written"
             raise LedgerUnavailable("the connection broke after COMMIT")
 

@@ -90,11 +90,14 @@ async def test_a_batch_staged_on_a_tree_another_writer_grew_is_restaged(
     try:
         for _ in range(3):
             await other.append_all(batch(11))
-            # Staged on the tree as this sequencer last wrote it, which is now stale.
+            # Staged on the tree as this sequencer last wrote it, which is now stale:
+            # the database stages it again in the same transaction.
             appended = await ledger_log.append_all(batch(2))
             assert appended[-1].tree_size == appended[-1].index + 1
+            assert [a.index for a in appended] == [appended[0].index, appended[0].index + 1]
     finally:
         await other.close()
+    assert ledger_log.sequencer.restaged == 3
     assert len(await stored_leaves(ledger_log)) == 300 + 3 * 13
     await assert_consistent(ledger_log, signer)
 
@@ -109,3 +112,19 @@ async def test_stop_commits_everything_queued(ledger_log: TransparencyLog, signe
         await ledger_log.append(make_entry())
     await ledger_log.sequencer.start()
     await assert_consistent(ledger_log, signer)
+
+
+async def test_a_fault_in_the_sequencer_fails_its_callers_instead_of_leaving_them_waiting(
+    ledger_log: TransparencyLog,
+) -> None:
+    await ledger_log.append(make_entry())
+
+    def broken(*args: object) -> None:
+        raise TypeError("a bug in the sequencer's own code")
+
+    ledger_log.sequencer.db.write_if = broken  # type: ignore[method-assign]
+    waiting = [asyncio.ensure_future(ledger_log.append_all(batch(2))) for _ in range(3)]
+    done = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=10)
+    assert all(isinstance(outcome, LedgerUnavailable) for outcome in done), done
+    with pytest.raises(LedgerUnavailable, match="not running"):
+        await ledger_log.append(make_entry())
