@@ -178,14 +178,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(f"Onceonly is serving on http://{_url_host(host)}:{port}/", flush=True)
     if args.workers > 1:
-        from uvicorn.supervisors import Multiprocess
-
-        # Each worker process serves the one socket bound above; the ledger's database
-        # lock keeps their appends in one order.
-        Multiprocess(config, sockets=[sock]).run()
+        # The ledger's database lock keeps the workers' appends in one order.
+        _serve_workers(config, sock)
     else:
         uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _serve_workers(config: Any, sock: socket.socket) -> None:
+    from uvicorn.supervisors import Multiprocess
+
+    from app.workers import BalancedWorkers, bind_shared, reuse_port_supported
+
+    if not reuse_port_supported():
+        Multiprocess(config, sockets=[sock]).run()  # every worker accepts on one socket
+        return
+    # The port was bound above without SO_REUSEPORT, so one that another server already
+    # uses was refused; now each worker gets a socket of its own (app.workers).
+    family, address = sock.family, sock.getsockname()
+    sock.close()
+    try:
+        first = bind_shared(family, address)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {_url_host(address[0])}: {exc.strerror}") from None
+    BalancedWorkers(config, first).run()
 
 
 def _clear_metrics(directory: Path) -> None:
