@@ -32,6 +32,7 @@ import asyncpg
 
 from ledger.errors import LedgerError
 from ledger.sqlite_writer import SqliteWriter
+from ledger.turns import WriterTurns
 
 #: The advisory lock key that makes one PostgreSQL transaction the sequencer.
 SEQUENCER_LOCK_KEY = 0x6F6E63656F6E6C79  # "onceonly"
@@ -181,24 +182,35 @@ def _sqlite_args(args: Sequence[Any]) -> list[Any]:
     return [sqlite_value(arg) for arg in args]
 
 
-def _begin(conn: sqlite3.Connection) -> None:
+def _begin(conn: sqlite3.Connection, turns: WriterTurns) -> None:
+    """Take the writers' turn (ledger.turns), then BEGIN IMMEDIATE (SQLite's lock)."""
+    turns.take()
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
+        turns.give_back()
         raise LedgerUnavailable(f"cannot lock the ledger: {exc}") from exc
+    except BaseException:
+        turns.give_back()
+        raise
 
 
-def _commit(conn: sqlite3.Connection) -> None:
+def _commit(conn: sqlite3.Connection, turns: WriterTurns) -> None:
     try:
         conn.commit()
     except sqlite3.Error as exc:
         with contextlib.suppress(sqlite3.Error):
             conn.rollback()
         raise LedgerUnavailable(f"the ledger could not commit: {exc}") from exc
+    finally:
+        turns.give_back()
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    conn.rollback()
+def _rollback(conn: sqlite3.Connection, turns: WriterTurns) -> None:
+    try:
+        conn.rollback()
+    finally:
+        turns.give_back()
 
 
 def _execute_batch(conn: sqlite3.Connection, writes: Sequence[Write]) -> None:
@@ -254,15 +266,16 @@ def _conditional_transaction(
     expected: Sequence[Any],
     writes: Sequence[Write],
     restage: Restage | None,
+    turns: WriterTurns,
 ) -> Callable[[sqlite3.Connection], bool | Restaged]:
     def run(conn: sqlite3.Connection) -> bool | Restaged:
-        _begin(conn)
+        _begin(conn, turns)
         answer: bool | Restaged = True
         try:
             row = conn.execute(check, _sqlite_args(args)).fetchone()
             if row is None or tuple(row) != tuple(expected):
                 if restage is None or row is None:
-                    conn.rollback()
+                    _rollback(conn, turns)
                     return False
                 # Staged again here, on this thread, under the lock: no crossing back
                 # to the event loop while the other writers wait.
@@ -275,9 +288,9 @@ def _conditional_transaction(
             else:
                 _execute_batch(conn, writes)
         except BaseException:
-            conn.rollback()
+            _rollback(conn, turns)
             raise
-        return answer
+        return answer  # the writer commits it (_commit), which ends the turn
 
     return run
 
@@ -318,6 +331,7 @@ class SqliteLedgerDatabase:
         self._writer: SqliteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._turns: WriterTurns | None = None
 
     @property
     def _pragmas(self) -> list[str]:
@@ -330,8 +344,13 @@ class SqliteLedgerDatabase:
 
     async def connect(self) -> None:
         try:
+            turns = self._turns = WriterTurns(self.path)
             writer = SqliteWriter(
-                self.path, self._pragmas, _commit, cached_statements=WRITER_STATEMENT_CACHE
+                self.path,
+                self._pragmas,
+                lambda conn: _commit(conn, turns),
+                cached_statements=WRITER_STATEMENT_CACHE,
+                turns=turns,
             )
             await writer.start()
             self._writer = writer
@@ -347,7 +366,10 @@ class SqliteLedgerDatabase:
             await self._writer.stop()
         if self._reader is not None:
             await self._reader.close()
+        if self._turns is not None:
+            self._turns.close()
         self._writer = self._reader = None
+        self._turns = None
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         if self._reader is None:
@@ -357,6 +379,11 @@ class SqliteLedgerDatabase:
         except sqlite3.OperationalError as exc:
             raise LedgerUnavailable(f"ledger database error: {exc}") from exc
 
+    def _require_turns(self) -> WriterTurns:
+        if self._turns is None:
+            raise LedgerUnavailable("the ledger database is not connected")
+        return self._turns
+
     def _require_writer(self) -> SqliteWriter:
         if self._writer is None:
             raise LedgerUnavailable("the ledger database is not connected")
@@ -365,14 +392,15 @@ class SqliteLedgerDatabase:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Transaction]:
         writer = self._require_writer()
+        turns = self._require_turns()
         async with self._write_lock:
-            await writer.call(_begin)
+            await writer.call(lambda conn: _begin(conn, turns))
             try:
                 yield _SqliteTransaction(writer)
             except BaseException:
-                await writer.call(_rollback)
+                await writer.call(lambda conn: _rollback(conn, turns))
                 raise
-            await writer.call(_commit)
+            await writer.call(lambda conn: _commit(conn, turns))
 
     def expect_writes(self, coming: bool) -> None:
         if self._writer is not None:
@@ -387,7 +415,8 @@ class SqliteLedgerDatabase:
         restage: Restage | None = None,
     ) -> Awaitable[bool | Restaged]:
         writer = self._require_writer()
-        run = _conditional_transaction(check, args, expected, writes, restage)
+        turns = self._require_turns()
+        run = _conditional_transaction(check, args, expected, writes, restage, turns)
         if not self._write_lock.locked():  # no write() transaction is open on the writer
             return writer.transact(run)
         return asyncio.ensure_future(self._transact_after_write(writer, run))
@@ -464,6 +493,14 @@ _PG_CONNECTION_ERRORS = (
 )
 
 
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a released connection: nothing beyond what asyncpg always
+    does (roll back an open transaction). The ledger leaves no state in a session: its
+    lock and its setting are the transaction's own (pg_advisory_xact_lock,
+    set_config(..., true)). The default reset (RESET ALL, UNLISTEN *, unlock every
+    advisory lock) would cost a round trip to the server on every release."""
+
+
 class PostgresLedgerDatabase:
     """A small asyncpg pool; ``?schema=NAME`` in the URL sets the search path."""
 
@@ -489,6 +526,7 @@ class PostgresLedgerDatabase:
                 server_settings=settings,
                 timeout=10,
                 command_timeout=30,
+                reset=_nothing_to_reset,
             )
         except _PG_CONNECTION_ERRORS as exc:
             raise LedgerUnavailable(f"cannot connect to the ledger database: {exc}") from exc

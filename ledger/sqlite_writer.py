@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.turns import WriterTurns
+
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.cancelled():
@@ -61,9 +63,11 @@ class SqliteWriter:
         commit: Callable[[sqlite3.Connection], None],
         *,
         cached_statements: int = 128,
+        turns: WriterTurns | None = None,
     ) -> None:
         self._path = path
         self._cached_statements = cached_statements
+        self._turns = turns
         self._pragmas = pragmas
         self._commit = commit
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -154,6 +158,11 @@ class SqliteWriter:
                     held = None
                 self._hand_back(job.future, *_run(job.run, conn))
                 continue
+            if held is not None and self._turns is not None and not self._turns.try_take():
+                # Another process writes first: hand the last result back now rather than
+                # after waiting for it (job.run waits for the turn).
+                self._hand_back(*held)
+                held = None
             ok, value = _run(job.run, conn)
             if held is not None:
                 # This transaction is written: hand the last one back while committing it.
