@@ -102,7 +102,7 @@ async def check_access(
     now = now or datetime.now(UTC)
     authority = known.authorities.get(terms.authority) if terms.authority else None
     pseudonyms = [pseudonymizer.person(check.person_id) for check in checks]
-    by_person = await consent_states(pseudonyms)
+    by_person = await consent_states(pseudonyms, ledger.db)
     claimed: list[str] = []
     entries: list[tuple[Entry, Subject]] = []
     decisions: list[Decision] = []
