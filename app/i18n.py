@@ -88,7 +88,12 @@ def language_of(request: Request) -> str:
     cookie = request.cookies.get(LANGUAGE_COOKIE)
     if cookie in LANGUAGES:
         return cookie
-    for part in request.headers.get("accept-language", "").split(","):
+    return accepted_language(request.headers.get("accept-language", ""))
+
+
+def accepted_language(header: str) -> str:
+    """The first of our languages an Accept-Language header names, else the default."""
+    for part in header.split(","):
         code = part.split(";")[0].strip().lower()[:2]
         if code in LANGUAGES:
             return code

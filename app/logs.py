@@ -22,6 +22,7 @@ address of every connection.
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -105,6 +106,9 @@ class Redact(logging.Filter):
         super().__init__()
         # Longest first, so that a secret containing another is replaced whole.
         self.secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+        # Field values repeat (methods, route templates, client kinds, most API paths):
+        # each distinct short one is redacted once.
+        self._redact_field = functools.lru_cache(maxsize=4096)(self.redact)
 
     def redact(self, text: str) -> str:
         """``text`` with every sensitive part replaced by ``[redacted]``."""
@@ -152,7 +156,8 @@ class Redact(logging.Filter):
         for name in SAFE_FIELDS:
             value = getattr(record, name, None)
             if isinstance(value, str):
-                setattr(record, name, self.redact(value))
+                redact = self._redact_field if len(value) <= 256 else self.redact
+                setattr(record, name, redact(value))
         return True
 
 

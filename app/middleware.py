@@ -6,7 +6,15 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.i18n import LANGUAGE_COOKIE, LANGUAGES, language_of, reset_language, set_language
+from app.i18n import (
+    DEFAULT_LANGUAGE,
+    LANGUAGE_COOKIE,
+    LANGUAGES,
+    accepted_language,
+    language_of,
+    reset_language,
+    set_language,
+)
 
 
 # No inline script or style anywhere: everything comes from our own origin.
@@ -29,6 +37,22 @@ SECURITY_HEADERS = {
 }
 
 
+def _language(scope: Scope) -> tuple[str, str | None]:
+    """The request's language (app.i18n.language_of) and the ``?lang=`` it asked for.
+
+    A request with neither a query nor a cookie (an API call, mostly) is read from its
+    Accept-Language header alone, without parsing a Request.
+    """
+    headers = scope["headers"]
+    if scope.get("query_string") or any(name == b"cookie" for name, _ in headers):
+        request = Request(scope)
+        return language_of(request), request.query_params.get("lang")
+    for name, value in headers:
+        if name == b"accept-language":
+            return accepted_language(value.decode("latin-1")), None
+    return DEFAULT_LANGUAGE, None
+
+
 class LanguageAndSecurity:
     """Sets the language for the request (and remembers an explicit ``?lang=``), and adds
     the security headers to every HTTP answer."""
@@ -44,9 +68,7 @@ class LanguageAndSecurity:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        lang = language_of(request)
-        asked = request.query_params.get("lang")
+        lang, asked = _language(scope)
         scope.setdefault("state", {})["lang"] = lang
         token = set_language(lang)
 
