@@ -468,8 +468,42 @@ class _PostgresTransaction:
         await self._conn.execute(statement, *(list(values) for values in zip(*rows, strict=True)))
 
     async def execute_batch(self, writes: Sequence[Write]) -> None:
-        for sql, rows in writes:
-            await self.execute_many(sql, rows)
+        """Run the writes in order; several INSERTs as one statement (below)."""
+        statement = await self._combined(writes)
+        if statement is None:
+            for sql, rows in writes:
+                await self.execute_many(sql, rows)
+            return
+        await self._conn.execute(*statement)
+
+    async def _combined(self, writes: Sequence[Write]) -> tuple[Any, ...] | None:
+        """Several INSERTs as one statement: each but the last in a WITH clause, every
+        one an INSERT ... SELECT from unnest of one array per column, so a batch is one
+        message to the server and one answer, not one of each per table. The INSERTs
+        run together (none sees the others' rows; none needs to), and each table's
+        statement-level trigger sees its rows at the end. None when a write is not
+        such an INSERT, or there is only one."""
+        inserts = [(sql, rows) for sql, rows in writes if rows]
+        if len(inserts) < 2:
+            return None
+        parts: list[str] = []
+        args: list[list[Any]] = []
+        for sql, rows in inserts:
+            match = _INSERT_VALUES.fullmatch(sql)
+            if match is None:
+                return None
+            table, columns, rest = match[2], match[3], match[5]
+            types = await self._types(table)
+            arrays = ", ".join(
+                f"${len(args) + number}::{types[column.strip()]}[]"
+                for number, column in enumerate(columns.split(","), start=1)
+            )
+            args.extend(list(values) for values in zip(*rows, strict=True))
+            # Identifiers out of our own statements (see the pattern), never data.
+            part = f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}){rest}"  # noqa: S608
+            parts.append(part)
+        ahead = ", ".join(f"w{number} AS ({part})" for number, part in enumerate(parts[:-1]))
+        return (f"WITH {ahead} {parts[-1]}", *args)
 
     async def _types(self, table: str) -> dict[str, str]:
         types = self._column_types.get(table)
@@ -555,16 +589,23 @@ class PostgresLedgerDatabase:
     async def _transaction(self, *, batch: bool) -> AsyncIterator[Transaction]:
         # ``batch`` sets onceonly.ledger_batch for the transaction: ledger entries it
         # inserts are checked for contiguity once per statement (migration 0005).
+        # BEGIN, the lock and the setting go in one message (the simple query protocol
+        # takes several statements when they have no parameters).
+        begin = (
+            f"BEGIN; SELECT pg_advisory_xact_lock({SEQUENCER_LOCK_KEY:d}); "
+            f"SELECT set_config('onceonly.ledger_batch', '{'on' if batch else 'off'}', true)"
+        )
         try:
             async with self._require_pool().acquire(timeout=10) as conn:
-                async with conn.transaction():
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock($1), "
-                        "set_config('onceonly.ledger_batch', $2, true)",
-                        SEQUENCER_LOCK_KEY,
-                        "on" if batch else "off",
-                    )
+                await conn.execute(begin)
+                try:
                     yield _PostgresTransaction(conn, self._column_types)
+                except BaseException:
+                    if not conn.is_closed():
+                        with contextlib.suppress(*_PG_CONNECTION_ERRORS, asyncpg.PostgresError):
+                            await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
         except _PG_CONNECTION_ERRORS as exc:
             raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
 
