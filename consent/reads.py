@@ -15,6 +15,7 @@ ORM's connection, still as raw SQL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import weakref
@@ -69,7 +70,7 @@ async def consent_states(
         rows = _sqlite_reader(client).execute(sql, people).fetchall()
     elif client.capabilities.dialect == "postgres":
         if ledger_db is not None and ledger_db.kind == "postgres" and not in_transaction:
-            rows = await ledger_db.fetch(_POSTGRES_SQL, people)
+            rows = await _coalescer(ledger_db).rows(people)
         else:
             _, found = await client.execute_query(postgres_sql(_POSTGRES_SQL), [people])
             rows = [tuple(row.values()) for row in found]
@@ -81,6 +82,62 @@ async def consent_states(
     for row in rows:
         out.setdefault(row[1], []).append(_state(row))
     return out
+
+
+class _Coalescer:
+    """The reads asked for in one turn of the event loop, as one query at its end.
+
+    Concurrent access checks on PostgreSQL each need one small SELECT; asked for
+    together they cost one round trip to the server, not one each. Each read is still
+    made after its check arrived, so it sees every consent committed before.
+    """
+
+    def __init__(self, db: LedgerDatabase) -> None:
+        self.db = db
+        self._asked: list[tuple[list[str], asyncio.Future[list[Sequence[Any]]]]] = []
+        self._reading: set[asyncio.Task[None]] = set()  # kept until done (not collected)
+
+    async def rows(self, people: list[str]) -> list[Sequence[Any]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Sequence[Any]]] = loop.create_future()
+        if not self._asked:
+            loop.call_soon(self._flush)
+        self._asked.append((people, future))
+        return await future
+
+    def _flush(self) -> None:
+        asked, self._asked = self._asked, []
+        task = asyncio.ensure_future(self._read(asked))
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
+
+    async def _read(self, asked: list[tuple[list[str], asyncio.Future[Any]]]) -> None:
+        everyone = list(dict.fromkeys(p for people, _ in asked for p in people))
+        try:
+            found = await self.db.fetch(_POSTGRES_SQL, everyone)
+        except BaseException as exc:
+            for _, future in asked:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        by_person: dict[str, list[Sequence[Any]]] = {}
+        for row in found:
+            by_person.setdefault(row[1], []).append(row)
+        for people, future in asked:
+            if not future.done():
+                future.set_result([row for p in people for row in by_person.get(p, ())])
+
+
+_coalescers: weakref.WeakKeyDictionary[LedgerDatabase, _Coalescer] = weakref.WeakKeyDictionary()
+
+
+def _coalescer(db: LedgerDatabase) -> _Coalescer:
+    found = _coalescers.get(db)
+    if found is None:
+        found = _coalescers[db] = _Coalescer(db)
+    return found
 
 
 def _sqlite_reader(client: SqliteClient) -> sqlite3.Connection:
