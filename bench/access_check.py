@@ -887,7 +887,10 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
     parser.add_argument("--connections", type=int, default=64, help="connections (64)")
     parser.add_argument("--rate", type=float, default=1000.0, help="fixed rate, checks/s (1000)")
     parser.add_argument(
-        "--workers", type=int, default=1, help="onceonly serve --workers (1; see README)"
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="onceonly serve --workers (default: one per CPU, as the README advises)",
     )
     parser.add_argument(
         "--load-generator",
