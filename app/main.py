@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,12 +54,30 @@ API_PREFIXES = ("/api/", "/ledger/", "/oauth/", "/healthz", "/readyz")
 log = logging.getLogger("onceonly")
 
 
-def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette:
+def freeze_long_lived_objects() -> None:
+    """Leave what start-up made out of the garbage collector's full collections.
+
+    A served process holds some 86,000 objects made at start-up (modules, templates,
+    the ORM's and the ledger's state) that live as long as it does. Python's oldest
+    generation was collected every second or so under load, and walking all of them
+    stopped the event loop for 35 to 47 ms each time: most of the slowest 1% of access
+    checks. gc.freeze() moves them to a generation that is never collected, and a full
+    collection then takes 1 to 3 ms. Only for a served process: a test process that
+    builds many applications would keep every one of them.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(
+    settings: Settings, *, manage_services: bool = True, freeze_start_up: bool = False
+) -> Starlette:
     """Build the application for ``settings``.
 
     With ``manage_services`` the app opens the database and the ledger at start-up and
     closes them at shutdown; tests that open them themselves pass False and set
-    ``app.state.services``.
+    ``app.state.services``. ``freeze_start_up`` is for a served process (app.asgi):
+    see freeze_long_lived_objects.
     """
     templates = make_templates(settings)
     metrics = Metrics(settings)
@@ -100,6 +119,8 @@ def create_app(settings: Settings, *, manage_services: bool = True) -> Starlette
 
                     steps["alerts"] = (10.0, alert)
                 async with background(steps):
+                    if freeze_start_up:
+                        freeze_long_lived_objects()
                     yield
         finally:
             await services.close()

@@ -40,7 +40,7 @@ class _Job:
 
 
 #: How long a committed transaction's result waits for the next transaction, at most.
-_NEXT_TRANSACTION_WAIT = 0.05
+_NEXT_TRANSACTION_WAIT = 0.002
 _NOTHING_YET = object()
 
 
