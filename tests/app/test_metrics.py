@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from app.seed import seed_reference
 from app.settings import Settings, SettingsError
 from consent.models import Consent, Ministry, Notification
 from tests.app.test_cli import assert_one_line_error, free_port, onceonly
+from tests.serving import wait_until_ready
 from tests.support import make_settings
 
 METRICS_TOKEN = "m" * 20 + "-scrape-token-0123456789"
@@ -312,15 +312,7 @@ def test_two_workers_sum_their_counters_in_multiprocess_mode(tmp_path: Path) -> 
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "server not ready"
-            time.sleep(0.2)
+        wait_until_ready(base, proc, timeout=60)
         for _ in range(20):  # a new connection each: either worker may take it
             assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
         for _ in range(4):

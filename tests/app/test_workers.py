@@ -9,15 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.workers import bind_shared, reuse_port_supported
 from tests.app.test_cli import assert_one_line_error, onceonly
+from tests.serving import wait_until_ready
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="no SO_REUSEPORT here")
 
@@ -63,15 +62,7 @@ def test_connections_opened_at_once_spread_over_the_workers(tmp_path: Path) -> N
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "server not ready"
-            time.sleep(0.2)
+        wait_until_ready(base, proc, timeout=60)
         # All 64 connect first, then each sends one request: a burst, as a pool opens.
         burst = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(64)]
         try:

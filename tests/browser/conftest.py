@@ -11,12 +11,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.serving import wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("ONCEONLY_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -68,16 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
+        wait_until_ready(base, proc, timeout=30)
         yield base
     finally:
         proc.terminate()
