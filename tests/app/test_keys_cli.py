@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import stat
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,13 @@ from tests.app.api.test_access_api import consent_request
 from tests.factories import make_entry
 from tests.ledger.test_tamper import tamper
 from tests.ledger.test_witness import Tree
+
+
+@pytest.fixture(autouse=True)
+def follow_key_files_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rotation tests look at a worker right after ``keys rotate``: here it looks at
+    its key files on every request (the once-a-second default is tested on its own)."""
+    monkeypatch.setattr("app.keyfiles.RECHECK_SECONDS", 0.0)
 
 
 def environment(settings: Settings) -> dict[str, str]:
@@ -445,10 +453,31 @@ def test_reloaded_follows_replaced_files_and_retention_ends(tmp_path: Path) -> N
         loads.append(now)
         return path.read_bytes(), 1000.0
 
-    value = Reloaded([path, tmp_path / "absent"], load)
+    value = Reloaded([path, tmp_path / "absent"], load, recheck=0)
     assert value.get(now=10) == b"one"
     assert value.get(now=20) == b"one" and loads == [10]  # nothing changed: no reload
     replace_secret(path, b"two")
     assert value.get(now=30) == b"two" and loads == [10, 30]
     assert value.get(now=1000) == b"two" and loads == [10, 30, 1000]  # a key's time is up
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_reloaded_looks_at_its_files_at_most_once_per_recheck(tmp_path: Path) -> None:
+    """A worker looks at its key files at most every ``recheck`` seconds (one stat per
+    file per request cost about 5% of an access check); a rotation reaches it within
+    that time, and a key whose retention ends is dropped on time all the same."""
+    path = tmp_path / "secret"
+    replace_secret(path, b"one")
+    loads: list[float] = []
+
+    def load(now: float) -> tuple[bytes, float | None]:
+        loads.append(now)
+        return path.read_bytes(), 1000.0
+
+    value = Reloaded([path], load, recheck=0.3)
+    assert value.get(now=10) == b"one"
+    replace_secret(path, b"two")
+    assert value.get(now=11) == b"one"  # not looked at again yet
+    time.sleep(0.35)
+    assert value.get(now=12) == b"two" and loads == [10, 12]
+    assert value.get(now=1000) == b"two" and loads == [10, 12, 1000]  # retention ends now
