@@ -198,7 +198,7 @@ def _serve_workers(config: Any, sock: socket.socket) -> None:
     family, address = sock.family, sock.getsockname()
     sock.close()
     try:
-        first = bind_shared(family, address)
+        first = bind_shared(family, address, config.backlog)
     except OSError as exc:
         raise CommandError(f"cannot listen on {_url_host(address[0])}: {exc.strerror}") from None
     BalancedWorkers(config, first).run()

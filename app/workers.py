@@ -29,16 +29,19 @@ def reuse_port_supported() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
 
 
-def bind_shared(family: int, address: Any) -> socket.socket:
-    """A socket bound to ``address`` that other sockets of this server may share.
+def bind_shared(family: int, address: Any, backlog: int = 2048) -> socket.socket:
+    """A listening socket on ``address`` that other sockets of this server may share.
 
-    Raises OSError as bind does.
+    It listens at once: the kernel spreads connections only over sockets that listen,
+    so a worker still starting gets its share queued rather than none (which would send
+    a burst to the workers already up). Raises OSError as bind does.
     """
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
+        sock.listen(backlog)
     except OSError:
         sock.close()
         raise
@@ -63,7 +66,7 @@ class BalancedWorkers(Multiprocess):
     # uvicorn reads self.sockets once for each worker it starts.
     @property  # type: ignore[override]
     def sockets(self) -> list[socket.socket]:
-        sock = self._spare or bind_shared(self._family, self._address)
+        sock = self._spare or bind_shared(self._family, self._address, self.config.backlog)
         self._spare = None
         self._handed.append(sock)
         return [sock]
