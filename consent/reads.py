@@ -61,14 +61,7 @@ async def consent_states(
     client = connections.get("default")
     in_transaction = isinstance(client, TransactionalDBClient)
     rows: list[Sequence[Any]]
-    if (
-        isinstance(client, SqliteClient)
-        and not in_transaction
-        and client.filename not in ("", ":memory:")
-    ):
-        sql = _SQLITE_SQL.format(",".join("?" * len(people)))
-        rows = _sqlite_reader(client).execute(sql, people).fetchall()
-    elif client.capabilities.dialect == "postgres":
+    if client.capabilities.dialect == "postgres":
         if ledger_db is not None and ledger_db.kind == "postgres" and not in_transaction:
             rows = await _coalescer(ledger_db).rows(people)
         else:
@@ -76,8 +69,15 @@ async def consent_states(
             rows = [tuple(row.values()) for row in found]
     else:
         sql = _SQLITE_SQL.format(",".join("?" * len(people)))
-        _, found = await client.execute_query(sql, people)
-        rows = [tuple(row) for row in found]
+        if (
+            isinstance(client, SqliteClient)
+            and not in_transaction
+            and client.filename not in ("", ":memory:")
+        ):
+            rows = _sqlite_reader(client).execute(sql, people).fetchall()
+        else:
+            _, found = await client.execute_query(sql, people)
+            rows = [tuple(row) for row in found]
     out: dict[str, list[ConsentState]] = {}
     for row in rows:
         out.setdefault(row[1], []).append(_state(row))

@@ -22,7 +22,7 @@ import datetime as dt
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ledger.checkpoint import Checkpoint, sign_checkpoint
@@ -383,9 +383,7 @@ class Sequencer:
         error = outcome.exception()
         if error is None and isinstance(outcome.result(), Restaged):
             # Written, but on a tree another process had grown: staged again.
-            batch.adopt(outcome.result().value)
-            self.restaged += 1
-            self._answer(batch)
+            self._answer_restaged(batch, outcome.result())
             if not self._handed:
                 self._stage_waiting(batch.end)
             # else: the batches handed over behind it are staged again as they are
@@ -405,9 +403,7 @@ class Sequencer:
             later_error = later_outcome.exception()
             if later_error is None and isinstance(later_outcome.result(), Restaged):
                 # The database staged it again on the stored tree and wrote it.
-                later.adopt(later_outcome.result().value)
-                self.restaged += 1
-                self._answer(later)
+                self._answer_restaged(later, later_outcome.result())
             elif later_error is None:
                 retry.append(later)
             else:
@@ -470,6 +466,13 @@ class Sequencer:
         writes.append((UPSERT_TILE, [(*key, data) for key, data in batch.tiles.items()]))
         writes.append((INSERT_CHECKPOINT, [checkpoint]))
         return writes
+
+    def _answer_restaged(self, batch: _Batch, restaged: Restaged) -> None:
+        """Answer ``batch``, which the database staged again (on a tree another process
+        had grown) and wrote."""
+        batch.adopt(restaged.value)
+        self.restaged += 1
+        self._answer(batch)
 
     def _answer(self, batch: _Batch) -> None:
         end = batch.end
@@ -539,13 +542,21 @@ class Sequencer:
         nodes = tree_nodes(size)
         read = await self.tiles.reader(nodes, tx)
         frontier = list(read(nodes)) if nodes else []
-        edge_keys = right_edge_tiles(size)
-        edge = await self.tiles.read_tiles(edge_keys, tx)
-        missing = [key for key in edge_keys if key not in edge]
-        if missing:
-            raise LedgerError(f"the stored tree of size {size} lacks tiles {missing}")
-        builder = TreeBuilder(size, frontier)
-        return _TreeState(size, builder.root(), builder, {k: edge[k] for k in edge_keys})
+        edge = await self.tiles.read_tiles(right_edge_tiles(size), tx)
+        return _stored_tree(size, frontier, edge)
+
+
+def _stored_tree(
+    size: int, frontier: Sequence[bytes], tiles: Mapping[TileKey, bytes]
+) -> _TreeState:
+    """The stored tree of ``size`` from its frontier hashes and, among ``tiles``, its
+    right-edge tiles. Raises LedgerError when one of those tiles is missing."""
+    edge_keys = right_edge_tiles(size)
+    missing = [key for key in edge_keys if key not in tiles]
+    if missing:
+        raise LedgerError(f"the stored tree of size {size} lacks tiles {missing}")
+    builder = TreeBuilder(size, frontier)
+    return _TreeState(size, builder.root(), builder, {k: tiles[k] for k in edge_keys})
 
 
 class _Restage:
@@ -564,12 +575,7 @@ class _Restage:
 
     def build(self, size: int, rows: Sequence[Row]) -> tuple[_Batch, list[Write]]:
         tiles = {(int(level), int(number)): bytes(data) for level, number, data in rows}
-        edge_keys = right_edge_tiles(size)
-        missing = [key for key in edge_keys if key not in tiles]
-        if missing:
-            raise LedgerError(f"the stored tree of size {size} lacks tiles {missing}")
-        builder = TreeBuilder(size, frontier_from_tiles(size, tiles))
-        base = _TreeState(size, builder.root(), builder, {k: tiles[k] for k in edge_keys})
+        base = _stored_tree(size, frontier_from_tiles(size, tiles), tiles)
         fresh = self.batch.restaged(base)
         assert fresh.end is not None
         return fresh, self.sequencer._writes(fresh, fresh.end)

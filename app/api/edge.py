@@ -78,10 +78,11 @@ async def read_json(request: Request, schema: dict[str, Any], limit: int = MAX_B
         raise Problem(
             400, "malformed-json", "Malformed JSON", "The body is not valid JSON."
         ) from None
-    if _validators(schema).accepts(document):
+    validators = _validators(schema)
+    if validators.accepts(document):
         return document
     errors = []
-    for error in sorted(_validators(schema).full.iter_errors(document), key=str):
+    for error in sorted(validators.full.iter_errors(document), key=str):
         errors.append({"field": _field(error), "message": _message(error)})
         if len(errors) >= 50:
             break
@@ -99,7 +100,7 @@ class _Validators:
         self.full = Draft202012Validator(schema)
         # The schemas use only keywords that draft 7 and 2020-12 read alike (types,
         # properties, required, additionalProperties, patterns, lengths, items, enum);
-        # tests/app/api/test_edge.py checks both validators agree.
+        # tests/app/api/test_validators.py checks both validators agree.
         self._fast = fastjsonschema.compile(schema, use_default=False)
 
     def accepts(self, document: Any) -> bool:
