@@ -214,8 +214,7 @@ def _rollback(conn: sqlite3.Connection, turns: WriterTurns) -> None:
 
 
 def _execute_batch(conn: sqlite3.Connection, writes: Sequence[Write]) -> None:
-    for sql, rows in writes:
-        _execute_rows(conn, sql, sqlite_rows(rows))
+    _run_statements(conn, _statements(writes))
 
 
 #: ``INSERT INTO t (columns) VALUES (?, ...)``, optionally followed by an ON CONFLICT
@@ -227,28 +226,43 @@ _MAX_ROWS_PER_INSERT = 256
 #: count for each ledger table, and the rest.
 WRITER_STATEMENT_CACHE = 2048
 
+#: One statement to run: its text, and either its parameters (``many`` false) or a
+#: sequence of parameter rows to run it with once each (``many`` true).
+_Statement = tuple[str, Sequence[Any], bool]
 
-def _execute_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Run ``sql`` once per row; an INSERT of many rows as one multi-row INSERT (per
-    256 rows).
+
+def _statements(writes: Sequence[Write]) -> list[_Statement]:
+    """The statements that write ``writes``, values adapted (sqlite_value); an INSERT
+    of many rows becomes one multi-row INSERT per 256 rows.
 
     The same rows go in, in the same order, through the same triggers; but SQLite runs
     each multi-row statement in one step, so there is one step per table per batch
     rather than one per row. Each step hands the interpreter lock over and must get it
     back from the event loop's thread while the write lock is held, so fewer is better:
     the writer's connection keeps a statement of each row count prepared
-    (WRITER_STATEMENT_CACHE).
+    (WRITER_STATEMENT_CACHE). Built before the writer's thread takes them, where it can
+    be, so that the thread, which holds the write lock, only runs them.
     """
-    match = _INSERT_VALUES.fullmatch(sql) if len(rows) > 1 else None
-    if match is None:
-        conn.executemany(sql, rows)
-        return
-    position = 0
-    while position < len(rows):
-        count = min(_MAX_ROWS_PER_INSERT, len(rows) - position)
-        chunk = rows[position : position + count]
-        conn.execute(_multi_row_sql(match, count), list(itertools.chain.from_iterable(chunk)))
-        position += count
+    statements: list[_Statement] = []
+    for sql, raw_rows in writes:
+        rows = sqlite_rows(raw_rows)
+        match = _INSERT_VALUES.fullmatch(sql) if len(rows) > 1 else None
+        if match is None:
+            statements.append((sql, rows, True))
+            continue
+        for position in range(0, len(rows), _MAX_ROWS_PER_INSERT):
+            chunk = rows[position : position + _MAX_ROWS_PER_INSERT]
+            values = list(itertools.chain.from_iterable(chunk))
+            statements.append((_multi_row_sql(match, len(chunk)), values, False))
+    return statements
+
+
+def _run_statements(conn: sqlite3.Connection, statements: Sequence[_Statement]) -> None:
+    for sql, values, many in statements:
+        if many:
+            conn.executemany(sql, values)
+        else:
+            conn.execute(sql, values)
 
 
 @functools.lru_cache(maxsize=WRITER_STATEMENT_CACHE)
@@ -268,6 +282,8 @@ def _conditional_transaction(
     restage: Restage | None,
     turns: WriterTurns,
 ) -> Callable[[sqlite3.Connection], bool | Restaged]:
+    statements = _statements(writes)  # built here, on the event loop's thread
+
     def run(conn: sqlite3.Connection) -> bool | Restaged:
         _begin(conn, turns)
         answer: bool | Restaged = True
@@ -286,7 +302,7 @@ def _conditional_transaction(
                 answer = Restaged(value)
                 _execute_batch(conn, writes_now)
             else:
-                _execute_batch(conn, writes)
+                _run_statements(conn, statements)
         except BaseException:
             _rollback(conn, turns)
             raise
