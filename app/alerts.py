@@ -17,6 +17,7 @@ from email.message import EmailMessage
 
 from app.auth.models import AlertSubscription
 from ledger.database import LedgerDatabase
+from ledger.persons import person_entries
 
 log = logging.getLogger("onceonly.alerts")
 
@@ -76,9 +77,11 @@ async def send_due_alerts(
             subscription.last_notified_index if subscription.last_notified_index is not None else -1
         )
         rows = await db.fetch(
-            "SELECT e.idx FROM ledger_opening o JOIN ledger_entry e ON e.idx = o.idx "
-            "WHERE o.pseudonym = ? AND o.idx > ? AND e.entry_type = 'access.permitted' "
-            "AND (e.hidden_until IS NULL OR e.hidden_until <= ?) ORDER BY o.idx",
+            # person_entries is constant SQL text: the values are all parameters.
+            f"SELECT e.idx FROM ledger_entry e WHERE e.idx IN ({person_entries(db.kind)}) "  # noqa: S608
+            "AND e.idx > ? AND e.entry_type = 'access.permitted' "
+            "AND (e.hidden_until IS NULL OR e.hidden_until <= ?) ORDER BY e.idx",
+            subscription.pseudonym,
             subscription.pseudonym,
             after,
             day,

@@ -55,7 +55,6 @@ class LedgerOpening(Model):
 
     class Meta:
         table = "ledger_opening"
-        indexes = (("pseudonym", "idx"),)
 
 
 class LedgerTile(Model):

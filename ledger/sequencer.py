@@ -38,6 +38,7 @@ from ledger.entry import Entry, commitment, encode_entry, new_opening
 from ledger.errors import EntryError, LedgerError
 from ledger.merkle import TreeBuilder, leaf_hash, tree_nodes
 from ledger.note import NoteSigner
+from ledger.persons import FLUSH_ROWS, MERGE_RUNS, TAIL_START, compact
 from ledger.tilestore import (
     TileKey,
     TileStore,
@@ -235,12 +236,16 @@ class Sequencer:
         origin: str,
         *,
         max_batch: int = 128,
+        person_flush_rows: int = FLUSH_ROWS,
+        person_merge_runs: int = MERGE_RUNS,
     ) -> None:
         self.db = db
         self.tiles = tiles
         self.signer = signer
         self.origin = origin
         self.max_batch = max_batch
+        self.person_flush_rows = person_flush_rows
+        self.person_merge_runs = person_merge_runs
         self._waiting: deque[_Batch] = deque()  # not handed over yet, oldest first
         self._handed: deque[tuple[_Batch, asyncio.Future[bool]]] = deque()
         self._wakeup = asyncio.Event()
@@ -252,6 +257,9 @@ class Sequencer:
         #: Batches the database staged again because another process had appended.
         self.restaged = 0
         self.last_batch_size = 0
+        #: Where the person index's tail begins, as last seen (None: not read yet).
+        self._indexed: int | None = None
+        self._compacting: asyncio.Task[None] | None = None
         #: Called with the number of entries of each committed batch (e.g. for metrics),
         #: after its callers have their answers; it must not raise.
         self.on_batch: Callable[[int], None] | None = None
@@ -270,6 +278,8 @@ class Sequencer:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task  # cancelled, or the fault it stopped on (already logged)
         self._task = None
+        if self._compacting is not None:
+            await self._compacting  # a short transaction; it logs its own failure
 
     async def append(self, entry: Entry, subject: Subject | None = None) -> Appended:
         """Append one entry; return where it landed once it is durably committed.
@@ -494,6 +504,34 @@ class Sequencer:
             position += count
         if self.on_batch is not None:
             self.on_batch(len(batch.items))
+        self._compact_when_due(end.size)
+
+    def _compact_when_due(self, size: int) -> None:
+        """Start compacting the person index (ledger.persons) when its tail has grown
+        by a run's worth since it was last seen, unless that is under way."""
+        if self._compacting is not None:
+            return
+        if self._indexed is not None and size - self._indexed < self.person_flush_rows:
+            return
+        self._compacting = asyncio.create_task(self._compact(size), name="ledger-persons")
+
+    async def _compact(self, size: int) -> None:
+        try:
+            if self._indexed is None:  # first learn whether it is due, without the lock
+                self._indexed = int((await self.db.fetch(TAIL_START))[0][0])
+                if size - self._indexed < self.person_flush_rows:
+                    return
+            async with self.db.write() as tx:
+                self._indexed = await compact(
+                    tx, flush_rows=self.person_flush_rows, merge_runs=self.person_merge_runs
+                )
+        except Exception as exc:
+            # Nothing is lost: the tail stays searchable, only longer. Try again once
+            # another run's worth has been appended.
+            log.warning("the ledger's person index was not compacted: %s", exc)
+            self._indexed = size
+        finally:
+            self._compacting = None
 
     async def _landed(self, batch: _Batch) -> bool:
         """Whether ``batch`` is stored although writing it raised.

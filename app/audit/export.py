@@ -225,7 +225,7 @@ async def preview(view: LedgerView, selection: Selection) -> Preview:
     Raises NothingPublished when no checkpoint is published yet.
     """
     size = (await view.published()).size
-    conditions, args = filter_sql(_filters(selection))
+    conditions, args = filter_sql(_filters(selection), view.ledger.db.kind)
     rows = await view.ledger.db.fetch(
         " ".join(["SELECT COUNT(*) FROM ledger_entry e WHERE e.idx < ?", *conditions]),
         size,
@@ -337,7 +337,7 @@ async def _batches(
 ) -> AsyncIterator[list[Sequence[Any]]]:
     """The slice's rows below ``size`` in index order, BATCH at a time: (idx, leaf,
     leaf_hash[, opening or None]); openings only for a person's slice when asked."""
-    conditions, args = filter_sql(_filters(selection))
+    conditions, args = filter_sql(_filters(selection), db.kind)
     select = "SELECT e.idx, e.leaf, e.leaf_hash"
     select_args: list[Any] = []
     if openings and selection.pseudonym is not None:

@@ -20,6 +20,7 @@ from app.oauth.models import ApiClient
 from consent.models import Consent, Holding, System
 from ledger.database import LedgerDatabase
 from ledger.entry import ENTRY_TYPES, Entry, decode_entry
+from ledger.persons import person_entries
 
 PAGE_SIZE = 50
 BASIS_KINDS = ("consent", "authority")
@@ -90,10 +91,10 @@ async def explore(
 
     Keyset pagination on the primary key: ``before`` is the smallest index of the
     previous page, so every page is a range scan of ``idx`` however deep it is. A
-    person's entries are found through the (pseudonym, idx) index of the openings.
+    person's entries are found through the person index (ledger.persons).
     """
     sql = ["SELECT e.idx, e.leaf, e.hidden_until FROM ledger_entry e WHERE 1 = 1"]
-    conditions, args = filter_sql(filters)
+    conditions, args = filter_sql(filters, db.kind)
     sql.extend(conditions)
     if before is not None:
         sql.append("AND e.idx < ?")
@@ -104,10 +105,11 @@ async def explore(
     return [ExplorerRow(int(r[0]), decode_entry(bytes(r[1])), as_date(r[2])) for r in rows]
 
 
-def filter_sql(filters: LedgerFilters) -> tuple[list[str], list[Any]]:
-    """``AND ...`` conditions on ``ledger_entry e`` for the filters set, and their values.
+def filter_sql(filters: LedgerFilters, kind: str) -> tuple[list[str], list[Any]]:
+    """``AND ...`` conditions on ``ledger_entry e`` for the filters set, and their values,
+    on a database of ``kind``.
 
-    A person's entries are found through the (pseudonym, idx) index of the openings.
+    A person's entries are found through the person index (ledger.persons).
     """
     sql: list[str] = []
     args: list[Any] = []
@@ -127,8 +129,8 @@ def filter_sql(filters: LedgerFilters) -> tuple[list[str], list[Any]]:
             sql.append(f"AND e.{column} = ?")
             args.append(value)
     if filters.pseudonym:
-        sql.append("AND e.idx IN (SELECT o.idx FROM ledger_opening o WHERE o.pseudonym = ?)")
-        args.append(filters.pseudonym)
+        sql.append(f"AND e.idx IN ({person_entries(kind)})")
+        args += [filters.pseudonym, filters.pseudonym]
     if filters.since:
         sql.append("AND e.time >= ?")
         args.append(_midnight(filters.since))

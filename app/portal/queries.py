@@ -22,6 +22,7 @@ from consent.models import (
 )
 from ledger.database import LedgerDatabase
 from ledger.entry import Entry, decode_entry
+from ledger.persons import person_entries
 
 PAGE_SIZE = 25
 
@@ -92,13 +93,14 @@ async def visible_entries(
     """
     today = today or datetime.now(UTC).date()
     sql = [
-        "SELECT e.idx, e.leaf, e.hidden_until FROM ledger_opening o "
-        "JOIN ledger_entry e ON e.idx = o.idx WHERE o.pseudonym = ? "
+        # person_entries is constant SQL text: the values are all parameters.
+        "SELECT e.idx, e.leaf, e.hidden_until FROM ledger_entry e "  # noqa: S608
+        f"WHERE e.idx IN ({person_entries(db.kind)}) "
         "AND (e.hidden_until IS NULL OR e.hidden_until <= ?)"
     ]
-    args: list[Any] = [pseudonym, today]
+    args: list[Any] = [pseudonym, pseudonym, today]
     if before is not None:
-        sql.append("AND o.idx < ?")
+        sql.append("AND e.idx < ?")
         args.append(before)
     if ministry:
         sql.append("AND e.actor_org = ?")
@@ -115,7 +117,7 @@ async def visible_entries(
     if until:
         sql.append("AND e.time < ?")
         args.append(datetime(until.year, until.month, until.day, tzinfo=UTC) + timedelta(days=1))
-    sql.append("ORDER BY o.idx DESC LIMIT ?")
+    sql.append("ORDER BY e.idx DESC LIMIT ?")
     args.append(limit)
     rows = await db.fetch(" ".join(sql), *args)
     return [ActivityRow(int(row[0]), decode_entry(bytes(row[1])), _as_date(row[2])) for row in rows]
@@ -151,9 +153,10 @@ async def flows(
     """
     today = datetime.now(UTC).date()
     rows = await db.fetch(
-        "SELECT e.leaf FROM ledger_opening o JOIN ledger_entry e ON e.idx = o.idx "
-        "WHERE o.pseudonym = ? AND e.entry_type = 'access.permitted' "
-        "AND (e.hidden_until IS NULL OR e.hidden_until <= ?) ORDER BY o.idx DESC LIMIT ?",
+        f"SELECT e.leaf FROM ledger_entry e WHERE e.idx IN ({person_entries(db.kind)}) "  # noqa: S608
+        "AND e.entry_type = 'access.permitted' "
+        "AND (e.hidden_until IS NULL OR e.hidden_until <= ?) ORDER BY e.idx DESC LIMIT ?",
+        pseudonym,
         pseudonym,
         today,
         limit + 1,
