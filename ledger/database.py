@@ -157,6 +157,14 @@ def sqlite_value(value: Any) -> Any:
     return value
 
 
+def sqlite_time(text: str) -> str:
+    """The text SQLite holds for an entry time (ledger.entry.format_time's form,
+    ``YYYY-MM-DDTHH:MM:SS.mmmZ``): exactly what sqlite_value gives for the moment it
+    names, made without parsing and formatting a datetime."""
+    fraction = "" if text[20:23] == "000" else f".{text[20:23]}000"
+    return f"{text[:10]} {text[11:19]}{fraction}+00:00"
+
+
 _DATE_TYPES = (dt.datetime, dt.date)
 
 

@@ -33,6 +33,7 @@ from ledger.database import (
     Row,
     Transaction,
     Write,
+    sqlite_time,
 )
 from ledger.entry import Entry, commitment, encode_entry, new_opening
 from ledger.errors import EntryError, LedgerError
@@ -114,6 +115,10 @@ class _Request:
     future: asyncio.Future[list[Appended]]
 
 
+#: Makes the ledger_entry row of an item at an index with a leaf hash.
+_RowMaker = Callable[[int, _Item, bytes], tuple]
+
+
 @dataclass(frozen=True)
 class _TreeState:
     """The tree at ``size``: its root, its frontier and its partial right-edge tiles.
@@ -136,7 +141,8 @@ class _Batch:
     then staged under the write lock.
     """
 
-    def __init__(self, base: _TreeState | None) -> None:
+    def __init__(self, base: _TreeState | None, row: _RowMaker) -> None:
+        self.row = row  # makes an entry's ledger_entry row, for the database's kind
         self.requests: list[_Request] = []
         self.items: list[_Item] = []
         self.hashes: list[bytes] = []
@@ -169,7 +175,7 @@ class _Batch:
 
     def _add_rows(self, items: Sequence[_Item], hashes: Sequence[bytes], start: int) -> None:
         for index, item, digest in zip(itertools.count(start), items, hashes, strict=False):
-            self.entry_rows.append(_entry_row(index, item, digest))
+            self.entry_rows.append(self.row(index, item, digest))
             subject = item.subject
             if subject is not None:
                 self.opening_rows.append((index, subject.pseudonym, subject.opening))
@@ -188,7 +194,7 @@ class _Batch:
 
         Raises LedgerError when ``base``'s tiles do not match its frontier.
         """
-        fresh = _Batch(None)
+        fresh = _Batch(None, self.row)
         fresh.requests, fresh.items, fresh.hashes = self.requests, self.items, self.hashes
         fresh.sealed = True
         fresh.stage_on(base)
@@ -244,6 +250,7 @@ class Sequencer:
         self.signer = signer
         self.origin = origin
         self.max_batch = max_batch
+        self._entry_row = _sqlite_entry_row if db.kind == "sqlite" else _entry_row
         self.person_flush_rows = person_flush_rows
         self.person_merge_runs = person_merge_runs
         self._waiting: deque[_Batch] = deque()  # not handed over yet, oldest first
@@ -310,7 +317,7 @@ class Sequencer:
         if batch is None or batch.sealed or len(batch.items) >= self.max_batch:
             if batch is not None:
                 batch.seal()
-            batch = _Batch(self._tree_after_all())
+            batch = _Batch(self._tree_after_all(), self._entry_row)
             self._waiting.append(batch)
             self._hint()
         batch.add(request)
@@ -617,6 +624,28 @@ class _Restage:
         fresh = self.batch.restaged(base)
         assert fresh.end is not None
         return fresh, self.sequencer._writes(fresh, fresh.end)
+
+
+def _sqlite_entry_row(index: int, item: _Item, digest: bytes) -> tuple:
+    """_entry_row with the time and the hidden-until date as SQLite stores them (see
+    sqlite_time), rather than parsed here to be formatted again by the database."""
+    entry = item.entry
+    return (
+        index,
+        item.leaf,
+        digest,
+        entry.type,
+        sqlite_time(entry.time),
+        entry.actor_org,
+        entry.actor_system,
+        entry.purpose,
+        entry.basis.kind,
+        entry.basis.ref,
+        entry.query_id,
+        entry.case_id,
+        entry.bulk_job_id,
+        entry.hidden_until,  # YYYY-MM-DD, as SQLite stores a date
+    )
 
 
 def _entry_row(index: int, item: _Item, digest: bytes) -> tuple:
