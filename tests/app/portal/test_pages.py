@@ -16,6 +16,7 @@ from consent.identity import Actor
 from consent.lifecycle import ConsentTerms, create_request
 from consent.models import Consent, ConsentStatus
 from ledger.models import LedgerOpening
+from ledger.persons import compact
 from ledger.receipts import check_personal_receipt
 from tests.app.portal.conftest import csrf_from
 from tests.portal_support import sign_in
@@ -240,3 +241,30 @@ async def test_error_pages_in_the_persons_language(
     r = await client.get(f"/consents/not-a-uuid/withdraw?lang={lang}")
     assert r.status_code == 404
     assert ("Page not found" if lang == "en" else "Page introuvable") in r.text
+
+
+async def test_activity_is_the_same_once_the_person_index_is_compacted(
+    client: httpx.AsyncClient, demo: Services
+) -> None:
+    """The activity page finds a person's entries through the person index's runs as it
+    did in the unindexed tail (ledger.persons), and never another person's."""
+
+    async def shown(person: str) -> set[int]:
+        await sign_in(client, person)
+        page = await client.get("/activity")
+        assert page.status_code == 200
+        return {int(n) for n in re.findall(r'href="/activity/(\d+)/receipt"', page.text)}
+
+    before = {person: await shown(person) for person in (ALEX, SAM)}
+    assert before[ALEX] and before[SAM] and not before[ALEX] & before[SAM]
+    async with demo.ledger.db.write() as tx:
+        await compact(tx, flush_rows=1, merge_runs=99)  # everything into a level-0 run
+    await ask_alex(demo)  # one entry more, in the tail
+    async with demo.ledger.db.write() as tx:
+        await compact(tx, flush_rows=1, merge_runs=2)  # a second run; both merged
+    runs = await demo.ledger.db.fetch("SELECT level FROM ledger_person_run")
+    assert [int(row[0]) for row in runs] == [1]
+    after = {person: await shown(person) for person in (ALEX, SAM)}
+    assert after[SAM] == before[SAM]
+    assert before[ALEX] < after[ALEX]  # the request shows too
+    assert not after[ALEX] & after[SAM]
