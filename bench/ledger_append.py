@@ -54,11 +54,11 @@ from _support import (
 from app.schema import apply_migrations
 from app.settings import Settings
 from ledger.database import LedgerDatabase, open_ledger_database
-from ledger.entry import Basis, Entry, commitment, encode_entry, format_time
+from ledger.entry import Basis, Entry, commitment, format_time
 from ledger.log import TransparencyLog
 from ledger.merkle import leaf_hash
 from ledger.note import Signer, generate_signer
-from ledger.sequencer import INSERT_ENTRY, Subject
+from ledger.sequencer import INSERT_ENTRY, Subject, entry_row_maker, prepare
 
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/test"
 ORIGIN = "bench.onceonly.test/ledger"
@@ -231,27 +231,6 @@ class EntryMaker:
         return Entry(**common, **fields), subject
 
 
-def entry_row(index: int, entry: Entry) -> tuple:
-    """The ledger_entry row of ``entry`` at ``index``, as the sequencer writes it."""
-    leaf = encode_entry(entry)
-    return (
-        index,
-        leaf,
-        leaf_hash(leaf),
-        entry.type,
-        dt.datetime.strptime(entry.time, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC),
-        entry.actor_org,
-        entry.actor_system,
-        entry.purpose,
-        entry.basis.kind,
-        entry.basis.ref,
-        entry.query_id,
-        entry.case_id,
-        entry.bulk_job_id,
-        dt.date.fromisoformat(entry.hidden_until) if entry.hidden_until else None,
-    )
-
-
 # -- databases --------------------------------------------------------------------------
 
 
@@ -366,7 +345,9 @@ async def raw_insert_rate(
     await db.connect()
     try:
         await create_raw_table(db)
-        rows = [entry_row(0, entry)[1:] for entry, _ in pool]
+        make_row = entry_row_maker(db.kind)  # as the sequencer makes them
+        items = [prepare(entry, subject) for entry, subject in pool]
+        rows = [make_row(0, item, leaf_hash(item.leaf))[1:] for item in items]
         index = 0
         started = time.perf_counter()
         deadline = started + seconds

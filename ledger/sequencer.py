@@ -12,6 +12,9 @@ same checkpointed root); otherwise (another process appended, or an earlier batc
 failed) nothing is written and the batch is staged again on the stored tree, under the
 lock. Only after the commit does a caller learn its index and leaf hash: no answer
 without a durable entry.
+
+After a batch, when a run's worth of openings has been appended since the person index
+was last compacted, a transaction of its own compacts it (ledger.persons).
 """
 
 from __future__ import annotations
@@ -250,7 +253,7 @@ class Sequencer:
         self.signer = signer
         self.origin = origin
         self.max_batch = max_batch
-        self._entry_row = _sqlite_entry_row if db.kind == "sqlite" else _entry_row
+        self._entry_row = entry_row_maker(db.kind)
         self.person_flush_rows = person_flush_rows
         self.person_merge_runs = person_merge_runs
         self._waiting: deque[_Batch] = deque()  # not handed over yet, oldest first
@@ -626,43 +629,36 @@ class _Restage:
         return fresh, self.sequencer._writes(fresh, fresh.end)
 
 
-def _sqlite_entry_row(index: int, item: _Item, digest: bytes) -> tuple:
-    """_entry_row with the time and the hidden-until date as SQLite stores them (see
-    sqlite_time), rather than parsed here to be formatted again by the database."""
-    entry = item.entry
-    return (
-        index,
-        item.leaf,
-        digest,
-        entry.type,
-        sqlite_time(entry.time),
-        entry.actor_org,
-        entry.actor_system,
-        entry.purpose,
-        entry.basis.kind,
-        entry.basis.ref,
-        entry.query_id,
-        entry.case_id,
-        entry.bulk_job_id,
-        entry.hidden_until,  # YYYY-MM-DD, as SQLite stores a date
-    )
+def entry_row_maker(kind: str) -> _RowMaker:
+    """What makes an entry's ``ledger_entry`` row (INSERT_ENTRY's values) for a database
+    of ``kind``: index, leaf, leaf hash, and the columns copied out of the entry. SQLite
+    is given the time and the hidden-until date as the text it stores them as
+    (sqlite_time), rather than a datetime parsed here to be formatted again there;
+    PostgreSQL a datetime and a date."""
+    if kind == "sqlite":
+        time: Callable[[str], object] = sqlite_time
+        day: Callable[[str], object] = str  # YYYY-MM-DD, as SQLite stores a date
+    else:
+        time, day = dt.datetime.fromisoformat, dt.date.fromisoformat  # "...Z" is UTC
 
+    def row(index: int, item: _Item, digest: bytes) -> tuple:
+        entry = item.entry
+        hidden = entry.hidden_until
+        return (
+            index,
+            item.leaf,
+            digest,
+            entry.type,
+            time(entry.time),
+            entry.actor_org,
+            entry.actor_system,
+            entry.purpose,
+            entry.basis.kind,
+            entry.basis.ref,
+            entry.query_id,
+            entry.case_id,
+            entry.bulk_job_id,
+            day(hidden) if hidden else None,
+        )
 
-def _entry_row(index: int, item: _Item, digest: bytes) -> tuple:
-    entry = item.entry
-    return (
-        index,
-        item.leaf,
-        digest,
-        entry.type,
-        dt.datetime.fromisoformat(entry.time),  # "...Z" parses as UTC
-        entry.actor_org,
-        entry.actor_system,
-        entry.purpose,
-        entry.basis.kind,
-        entry.basis.ref,
-        entry.query_id,
-        entry.case_id,
-        entry.bulk_job_id,
-        dt.date.fromisoformat(entry.hidden_until) if entry.hidden_until else None,
-    )
+    return row
