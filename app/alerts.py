@@ -17,7 +17,7 @@ from email.message import EmailMessage
 
 from app.auth.models import AlertSubscription
 from ledger.database import LedgerDatabase
-from ledger.persons import person_entries
+from ledger.persons import person_args, person_entries
 
 log = logging.getLogger("onceonly.alerts")
 
@@ -81,8 +81,7 @@ async def send_due_alerts(
             f"SELECT e.idx FROM ledger_entry e WHERE e.idx IN ({person_entries(db.kind)}) "  # noqa: S608
             "AND e.idx > ? AND e.entry_type = 'access.permitted' "
             "AND (e.hidden_until IS NULL OR e.hidden_until <= ?) ORDER BY e.idx",
-            subscription.pseudonym,
-            subscription.pseudonym,
+            *person_args(subscription.pseudonym),
             after,
             day,
         )

@@ -1,8 +1,9 @@
 """A person's ledger entries are found through sorted runs, not an index on openings.
 
 The index on ``ledger_opening (pseudonym, idx)`` cost a random page write for nearly
-every entry appended. It is replaced by ``ledger_person`` rows written in runs, each in
-key order, described by ``ledger_person_run`` (see ledger/persons.py). On SQLite
+every entry appended. It is replaced by ``ledger_person`` rows (the run, the first 16
+hex digits of the pseudonym, the index) written in runs, each in key order, described
+by ``ledger_person_run`` (see ledger/persons.py). On SQLite
 ``ledger_person`` is a WITHOUT ROWID table, so a run is written once, as the table's
 own B-tree, not as a table and an index.
 
@@ -18,8 +19,8 @@ from tortoise.migrations import operations as ops
 _BACKFILL = [
     "INSERT INTO ledger_person_run (run, first_idx, end_idx, level) "
     "SELECT 1, 0, MAX(idx) + 1, 1 FROM ledger_entry HAVING COUNT(*) > 0",
-    "INSERT INTO ledger_person (run, pseudonym, idx) "
-    "SELECT 1, pseudonym, idx FROM ledger_opening ORDER BY pseudonym, idx",
+    "INSERT INTO ledger_person (run, tag, idx) "
+    "SELECT 1, substr(pseudonym, 1, 16), idx FROM ledger_opening ORDER BY pseudonym, idx",
 ]
 
 FORWARD = {
@@ -32,9 +33,9 @@ FORWARD = {
         )""",
         """CREATE TABLE ledger_person (
             run INTEGER NOT NULL,
-            pseudonym VARCHAR(64) NOT NULL,
+            tag VARCHAR(16) NOT NULL,
             idx INTEGER NOT NULL,
-            PRIMARY KEY (run, pseudonym, idx)
+            PRIMARY KEY (run, tag, idx)
         ) WITHOUT ROWID""",
         *_BACKFILL,
     ],
@@ -47,9 +48,9 @@ FORWARD = {
         )""",
         """CREATE TABLE ledger_person (
             run BIGINT NOT NULL,
-            pseudonym VARCHAR(64) NOT NULL,
+            tag VARCHAR(16) NOT NULL,
             idx BIGINT NOT NULL,
-            PRIMARY KEY (run, pseudonym, idx)
+            PRIMARY KEY (run, tag, idx)
         )""",
         *_BACKFILL,
     ],

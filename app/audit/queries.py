@@ -20,7 +20,7 @@ from app.oauth.models import ApiClient
 from consent.models import Consent, Holding, System
 from ledger.database import LedgerDatabase
 from ledger.entry import ENTRY_TYPES, Entry, decode_entry
-from ledger.persons import person_entries
+from ledger.persons import person_args, person_entries
 
 PAGE_SIZE = 50
 BASIS_KINDS = ("consent", "authority")
@@ -130,7 +130,7 @@ def filter_sql(filters: LedgerFilters, kind: str) -> tuple[list[str], list[Any]]
             args.append(value)
     if filters.pseudonym:
         sql.append(f"AND e.idx IN ({person_entries(kind)})")
-        args += [filters.pseudonym, filters.pseudonym]
+        args += person_args(filters.pseudonym)
     if filters.since:
         sql.append("AND e.time >= ?")
         args.append(_midnight(filters.since))

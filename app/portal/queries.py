@@ -22,7 +22,7 @@ from consent.models import (
 )
 from ledger.database import LedgerDatabase
 from ledger.entry import Entry, decode_entry
-from ledger.persons import person_entries
+from ledger.persons import person_args, person_entries
 
 PAGE_SIZE = 25
 
@@ -98,7 +98,7 @@ async def visible_entries(
         f"WHERE e.idx IN ({person_entries(db.kind)}) "
         "AND (e.hidden_until IS NULL OR e.hidden_until <= ?)"
     ]
-    args: list[Any] = [pseudonym, pseudonym, today]
+    args: list[Any] = [*person_args(pseudonym), today]
     if before is not None:
         sql.append("AND e.idx < ?")
         args.append(before)
@@ -156,8 +156,7 @@ async def flows(
         f"SELECT e.leaf FROM ledger_entry e WHERE e.idx IN ({person_entries(db.kind)}) "  # noqa: S608
         "AND e.entry_type = 'access.permitted' "
         "AND (e.hidden_until IS NULL OR e.hidden_until <= ?) ORDER BY e.idx DESC LIMIT ?",
-        pseudonym,
-        pseudonym,
+        *person_args(pseudonym),
         today,
         limit + 1,
     )

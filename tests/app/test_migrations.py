@@ -12,7 +12,7 @@ from app.schema import apply_migrations, migration_names, pending_migrations
 from ledger.database import open_ledger_database
 from ledger.log import TransparencyLog
 from ledger.note import generate_signer
-from ledger.persons import person_entries
+from ledger.persons import person_args, person_entries
 from ledger.sequencer import Subject
 from tests.factories import make_entry
 from tests.support import PostgresServer, make_settings, run_sync, with_database
@@ -87,7 +87,7 @@ async def test_person_index_migration_keeps_every_persons_entries(
         runs = await db.fetch("SELECT first_idx, end_idx, level FROM ledger_person_run")
         assert [tuple(int(v) for v in row) for row in runs] == [(0, 35, 1)]
         for n, pseudonym in enumerate(people):
-            rows = await db.fetch(person_entries(db.kind), pseudonym, pseudonym)
+            rows = await db.fetch(person_entries(db.kind), *person_args(pseudonym))
             assert sorted(int(row[0]) for row in rows) == [
                 i for i in range(35) if i % 7 and i % 3 == n
             ]

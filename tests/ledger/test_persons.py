@@ -13,17 +13,19 @@ import ledger.sequencer
 from ledger.database import LedgerDatabase
 from ledger.log import TransparencyLog
 from ledger.note import Signer
-from ledger.persons import compact, indexed_up_to, person_entries, read_runs
+from ledger.persons import compact, indexed_up_to, person_args, person_entries, read_runs
 from ledger.sequencer import Subject
 from tests.conftest import Database
 from tests.factories import make_entry
 from tests.ledger.conftest import ORIGIN
 
-PEOPLE = [f"{n:064x}" for n in range(1, 6)]
+# Runs keep the first 16 hex digits of a pseudonym (its tag): the last person shares
+# the first one's tag, and must still find only their own entries.
+PEOPLE = [f"{n:016x}{n:048x}" for n in range(1, 5)] + [f"{1:016x}{99:048x}"]
 
 
 async def found(db: LedgerDatabase, pseudonym: str) -> list[int]:
-    rows = await db.fetch(f"{person_entries(db.kind)} ORDER BY 1", pseudonym, pseudonym)
+    rows = await db.fetch(f"{person_entries(db.kind)} ORDER BY 1", *person_args(pseudonym))
     return [int(row[0]) for row in rows]
 
 
@@ -92,31 +94,33 @@ async def test_a_run_holds_each_opening_once_in_key_order(ledger_log: Transparen
         runs = await read_runs(tx)
     assert [(r.first_idx, r.end_idx, r.level) for r in runs] == [(0, 40, 0)]
     assert indexed_up_to(runs) == 40
-    rows = await ledger_log.db.fetch("SELECT pseudonym, idx FROM ledger_person")
+    rows = await ledger_log.db.fetch("SELECT tag, idx FROM ledger_person")
     stored = [(row[0], int(row[1])) for row in rows]
-    assert sorted(stored) == sorted((PEOPLE[i % 3], i) for i in range(40))
+    assert sorted(stored) == sorted((PEOPLE[i % 3][:16], i) for i in range(40))
 
 
 async def test_shredded_openings_are_not_found(ledger_log: TransparencyLog) -> None:
     ledger_log.sequencer.person_flush_rows = 8
-    await append_for(ledger_log, [PEOPLE[i % 2] for i in range(20)])
+    alex, sam, alex_twin = PEOPLE[0], PEOPLE[1], PEOPLE[4]  # alex_twin: alex's tag
+    await append_for(ledger_log, [(alex, sam, alex_twin)[i % 3] for i in range(21)])
     await settled(ledger_log)
-    assert (await runs_of(ledger_log.db))[-1][1] == 20
-    mine = await found(ledger_log.db, PEOPLE[0])
-    assert mine == list(range(0, 20, 2))
+    assert (await runs_of(ledger_log.db))[-1][1] == 21
+    mine = await found(ledger_log.db, alex)
+    assert mine == list(range(0, 21, 3))
 
     # Shredding only the openings already hides the entries from the person index.
     async with ledger_log.db.write() as tx:
-        await tx.execute("DELETE FROM ledger_opening WHERE pseudonym = ?", PEOPLE[0])
-    assert await found(ledger_log.db, PEOPLE[0]) == []
-    assert await found(ledger_log.db, PEOPLE[1]) == list(range(1, 20, 2))
+        await tx.execute("DELETE FROM ledger_opening WHERE pseudonym = ?", alex)
+    assert await found(ledger_log.db, alex) == []
+    assert await found(ledger_log.db, sam) == list(range(1, 21, 3))
+    assert await found(ledger_log.db, alex_twin) == list(range(2, 21, 3))
     # And the index rows themselves can be deleted (no append-only trigger).
+    marks = ", ".join("?" * len(mine))
     async with ledger_log.db.write() as tx:
-        await tx.execute("DELETE FROM ledger_person WHERE pseudonym = ?", PEOPLE[0])
-    rows = await ledger_log.db.fetch(
-        "SELECT COUNT(*) FROM ledger_person WHERE pseudonym = ?", PEOPLE[0]
-    )
-    assert rows[0][0] == 0
+        await tx.execute(f"DELETE FROM ledger_person WHERE idx IN ({marks})", *mine)  # noqa: S608
+    rows = await ledger_log.db.fetch("SELECT COUNT(*) FROM ledger_person")
+    assert rows[0][0] == 21 - len(mine)
+    assert await found(ledger_log.db, alex_twin) == list(range(2, 21, 3))
 
 
 async def test_a_failed_compaction_loses_nothing(
