@@ -102,13 +102,18 @@ def subtree_levels(hashes: bytes) -> list[bytes]:
     """
     if len(hashes) % HASH_SIZE:
         raise ProofError(f"{len(hashes)} bytes are not whole {HASH_SIZE}-byte hashes")
-    sha256 = hashlib.sha256
+    interior = hashlib.sha256(b"\x01")  # copied per node: the prefix is hashed once
     levels = [hashes]
     level = hashes
     pair = 2 * HASH_SIZE
     while len(level) >= pair:
-        pairs = range(0, len(level) - pair + 1, pair)
-        level = b"".join([sha256(b"\x01" + level[i : i + pair]).digest() for i in pairs])
+        view = memoryview(level)  # slices without copying
+        parents = []
+        for i in range(0, len(level) - pair + 1, pair):
+            node = interior.copy()
+            node.update(view[i : i + pair])
+            parents.append(node.digest())
+        level = b"".join(parents)
         levels.append(level)
     return levels
 
