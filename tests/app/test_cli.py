@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -13,17 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.serving import environment, start_serve
+
 
 def onceonly(
     *args: str, var: Path, timeout: float = 60, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
-    environ.update({"ONCEONLY_VAR_DIR": str(var), **env})
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         capture_output=True,
         text=True,
-        env=environ,
+        env=environment(var, **env),
         timeout=timeout,
         check=False,
     )
@@ -114,15 +113,7 @@ def test_serve_answers_then_stops_on_sigterm(
     assert onceonly("migrate", var=tmp_path, **env).returncode == 0
     assert onceonly("seed", "--demo", var=tmp_path, **env).returncode == 0
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
-    environ.update({"ONCEONLY_VAR_DIR": str(tmp_path), "ONCEONLY_DEMO": "true", **env})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environ,
-    )
+    proc = start_serve(tmp_path, port, ONCEONLY_DEMO="true", **env)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -175,15 +166,7 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
     assert onceonly("migrate", var=tmp_path).returncode == 0
     assert onceonly("seed", var=tmp_path).returncode == 0
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
-    environ["ONCEONLY_VAR_DIR"] = str(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environ,
-    )
+    proc = start_serve(tmp_path, port, "--workers", "2")
     try:
         deadline = time.monotonic() + 60
         answers = set()

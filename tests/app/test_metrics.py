@@ -7,8 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +25,7 @@ from app.seed import seed_reference
 from app.settings import Settings, SettingsError
 from consent.models import Consent, Ministry, Notification
 from tests.app.test_cli import assert_one_line_error, free_port, onceonly
-from tests.serving import wait_until_ready
+from tests.serving import start_serve, wait_until_ready
 from tests.support import make_settings
 
 METRICS_TOKEN = "m" * 20 + "-scrape-token-0123456789"
@@ -304,12 +302,7 @@ def test_two_workers_sum_their_counters_in_multiprocess_mode(tmp_path: Path) -> 
     (metrics_dir / "counter_1.db").write_text("stale counters of an earlier run")
     assert onceonly("migrate", var=var).returncode == 0
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
-    environ.update({"ONCEONLY_VAR_DIR": str(var), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ
-    )
+    proc = start_serve(var, port, "--workers", "2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, proc, timeout=60)

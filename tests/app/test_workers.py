@@ -4,27 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from app.workers import bind_shared, reuse_port_supported
-from tests.app.test_cli import assert_one_line_error, onceonly
-from tests.serving import wait_until_ready
+from tests.app.test_cli import assert_one_line_error, free_port, onceonly
+from tests.serving import start_serve, wait_until_ready
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="no SO_REUSEPORT here")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_shared_sockets_share_a_port_that_others_cannot_take() -> None:
@@ -54,12 +45,7 @@ def test_connections_opened_at_once_spread_over_the_workers(tmp_path: Path) -> N
     answers at least a quarter of them (one shared socket gave one worker 15 of 64)."""
     assert onceonly("migrate", var=tmp_path).returncode == 0
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
-    environ.update({"ONCEONLY_VAR_DIR": str(tmp_path), "ONCEONLY_LOG_FORMAT": "json"})
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ
-    )
+    proc = start_serve(tmp_path, port, "--workers", "2", ONCEONLY_LOG_FORMAT="json")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, proc, timeout=60)
