@@ -12,9 +12,8 @@ copies the openings of a contiguous range of indices, ``first_idx`` to ``end_idx
 (exclusive), described by one row of ``ledger_person_run``. The tag is the first 16
 hex digits (64 bits) of the pseudonym: short keys make runs about three times cheaper
 to write than whole pseudonyms would, and the opening row, joined by index, says
-exactly whose each entry is. Runs are written whole, in
-key order, by ``compact``, so writing one fills pages one after another instead of
-touching a page per row:
+exactly whose each entry is. Runs are written whole, in key order, by ``compact``, so
+writing one fills pages one after another instead of touching a page per row:
 
 - once the openings not yet in a run (the tail, from the largest ``end_idx`` on) are
   ``FLUSH_ROWS`` or more, they become a level-0 run;
